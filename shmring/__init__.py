@@ -1,0 +1,14 @@
+"""shmring: numpy data between processes through shared memory.
+
+Public names are re-exported here explicitly; everything in a module whose
+name starts with an underscore is private.
+"""
+
+from __future__ import annotations
+
+from ._endpoints import Endpoint
+from .errors import LayoutError, RoleError, ShmringError
+from .ring import Ring
+
+__all__ = ["Endpoint", "LayoutError", "Ring", "RoleError", "ShmringError", "__version__"]
+__version__ = "0.1.0"

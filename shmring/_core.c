@@ -1,0 +1,1400 @@
+/*
+ * shmring._core -- the only C in shmring.
+ *
+ * It holds what Python cannot do: atomic loads/stores/CAS/fetch-add on words
+ * of a shared mapping with explicit memory ordering, futex wait/wake on
+ * shared (not private) words, and the Ring's per-item hot paths, each one
+ * call from Python.  Geometry, validation of the header, liveness of peers
+ * and the public API live in Python (see shmring/_layout.py and
+ * docs/design.md, which holds the whole memory-ordering argument).
+ *
+ * Safety rule: every offset this module is handed is checked against the
+ * length of the buffer it is applied to, and every index read from shared
+ * memory is validated before it is used to address a slot, so a corrupt or
+ * hostile header raises shmring.LayoutError instead of crashing.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+/* Shared words are accessed through _Atomic views of the mapping.  Both
+ * widths must be lock-free, or a process dying inside a lock would wedge
+ * every peer. */
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
+_Static_assert(sizeof(_Atomic uint64_t) == 8, "_Atomic uint64_t must be 8 bytes");
+_Static_assert(sizeof(_Atomic uint32_t) == 4, "_Atomic uint32_t must be 4 bytes");
+
+typedef _Atomic uint64_t a64;
+typedef _Atomic uint32_t a32;
+
+/* A futex is a 32-bit word.  Ring indices are 64-bit; sleepers wait on
+ * their low half, which changes on every publish. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define LOW_HALF 0
+#else
+#define LOW_HALF 4
+#endif
+
+/* Copies at least this large run with the GIL released. */
+#define NOGIL_COPY_BYTES ((size_t)64 * 1024)
+/* How long a waiter spins before it sleeps on the futex. */
+#define SPIN_NS 30000LL
+
+#define ROLE_PRODUCER 1
+#define ROLE_CONSUMER 2
+
+/* ------------------------------------------------------------------ */
+/* Test-only fault and delay injection (SHMRING_DELAY, SHMRING_BROKEN). */
+
+enum broken_variant {
+    BROKEN_NONE = 0,
+    BROKEN_PUBLISH_BEFORE_COPY, /* publish head, then copy the slot */
+    BROKEN_RELAXED_PUBLISH,     /* model aarch64: half the slot's stores land after the index */
+    BROKEN_OVERWRITE_UNRELEASED /* producer believes it has one more slot than it has */
+};
+
+static int broken = BROKEN_NONE;
+static uint32_t delay_permille = 0; /* chance, per window, of a delay */
+static uint32_t delay_max_us = 0;   /* longest delay */
+static _Thread_local uint64_t rng_state = 0;
+
+static uint64_t
+rng_next(void)
+{
+    if (rng_state == 0) {
+        rng_state = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&rng_state ^ 0x9E3779B97F4A7C15ull;
+    }
+    /* xorshift64 */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Widens the window between claim, copy and publish.  Called with or without
+ * the GIL; it only busy-waits, so it never touches Python state. */
+static void
+inject_delay(void)
+{
+    if (delay_permille == 0 || (rng_next() % 1000) >= delay_permille) {
+        return;
+    }
+    int64_t until = now_ns() + (int64_t)(rng_next() % ((uint64_t)delay_max_us + 1)) * 1000;
+    while (now_ns() < until) {
+        cpu_relax();
+    }
+}
+
+static void
+read_test_environment(void)
+{
+    const char *d = getenv("SHMRING_DELAY");
+    if (d != NULL && *d) {
+        /* "PERMILLE:MAX_US", e.g. "50:200": 5% of windows get up to 200 us. */
+        unsigned long p = 0, us = 0;
+        if (sscanf(d, "%lu:%lu", &p, &us) == 2) {
+            delay_permille = p > 1000 ? 1000 : (uint32_t)p;
+            delay_max_us = us > 1000000 ? 1000000 : (uint32_t)us;
+        }
+    }
+    const char *b = getenv("SHMRING_BROKEN");
+    if (b != NULL) {
+        if (strcmp(b, "publish_before_copy") == 0) broken = BROKEN_PUBLISH_BEFORE_COPY;
+        else if (strcmp(b, "relaxed_publish") == 0) broken = BROKEN_RELAXED_PUBLISH;
+        else if (strcmp(b, "overwrite_unreleased") == 0) broken = BROKEN_OVERWRITE_UNRELEASED;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Errors */
+
+static PyObject *
+layout_error_type(void)
+{
+    PyObject *mod = PyImport_ImportModule("shmring.errors");
+    if (mod == NULL) {
+        return NULL;
+    }
+    PyObject *cls = PyObject_GetAttrString(mod, "LayoutError");
+    Py_DECREF(mod);
+    return cls;
+}
+
+static void
+raise_layout(const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    PyObject *cls = layout_error_type();
+    if (cls != NULL) {
+        PyErr_SetString(cls, msg);
+        Py_DECREF(cls);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Futex: shared (no FUTEX_PRIVATE_FLAG), since the word lives in a mapping
+ * that other processes see at other addresses. */
+
+static long
+futex_wait_raw(void *addr, uint32_t expected, const struct timespec *rel)
+{
+    return syscall(SYS_futex, addr, FUTEX_WAIT, expected, rel, NULL, 0);
+}
+
+static long
+futex_wake_raw(void *addr, int n)
+{
+    return syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+/* The one blocking pattern: sleep on `word` while it holds `expected`, with
+ * the GIL released; on EINTR run Python's signal handlers (so Ctrl-C raises
+ * KeyboardInterrupt) and retry with the remaining time.  Returns 1 when
+ * woken or the word changed, 0 on timeout, -1 with an exception set.
+ * timeout < 0 means forever.  Call with the GIL held. */
+static int
+futex_wait_gil(void *word, uint32_t expected, double timeout)
+{
+    int64_t deadline = timeout < 0 ? -1 : now_ns() + (int64_t)(timeout * 1e9);
+    for (;;) {
+        struct timespec rel, *relp = NULL;
+        if (deadline >= 0) {
+            int64_t left = deadline - now_ns();
+            if (left <= 0) {
+                return 0;
+            }
+            rel.tv_sec = left / 1000000000LL;
+            rel.tv_nsec = left % 1000000000LL;
+            relp = &rel;
+        }
+        long rc;
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        rc = futex_wait_raw(word, expected, relp);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (rc == 0) {
+            return 1;
+        }
+        if (err == EAGAIN) {
+            return 1; /* the word no longer held `expected` */
+        }
+        if (err == ETIMEDOUT) {
+            return 0;
+        }
+        if (err == EINTR) {
+            if (PyErr_CheckSignals() < 0) {
+                return -1;
+            }
+            continue;
+        }
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Module-level atomics on any writable buffer (header words, endpoint
+ * table).  Each call checks offset and alignment against the buffer. */
+
+static void *
+checked_word(Py_buffer *view, Py_ssize_t off, Py_ssize_t width)
+{
+    if (off < 0 || width > view->len || off > view->len - width) {
+        raise_layout("offset %zd (+%zd) outside the mapping of %zd bytes", off, width, view->len);
+        return NULL;
+    }
+    char *p = (char *)view->buf + off;
+    if (((uintptr_t)p) % (uintptr_t)width != 0) {
+        raise_layout("offset %zd is not %zd-byte aligned", off, width);
+        return NULL;
+    }
+    return p;
+}
+
+static int
+get_writable(PyObject *obj, Py_buffer *view)
+{
+    return PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS);
+}
+
+#define ATOMIC_WRAPPER_BEGIN(WIDTH)                                           \
+    Py_buffer view;                                                           \
+    Py_ssize_t off;                                                           \
+    if (nargs < 2) {                                                          \
+        PyErr_SetString(PyExc_TypeError, "expected (buffer, offset, ...)");   \
+        return NULL;                                                          \
+    }                                                                         \
+    off = PyLong_AsSsize_t(args[1]);                                          \
+    if (off == -1 && PyErr_Occurred()) return NULL;                           \
+    if (get_writable(args[0], &view) < 0) return NULL;                        \
+    void *p = checked_word(&view, off, WIDTH);                                \
+    if (p == NULL) {                                                          \
+        PyBuffer_Release(&view);                                              \
+        return NULL;                                                          \
+    }
+
+static int
+need_args(Py_ssize_t nargs, Py_ssize_t n, const char *name)
+{
+    if (nargs != n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, n, nargs);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+core_load64(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (need_args(nargs, 2, "load64") < 0) return NULL;
+    ATOMIC_WRAPPER_BEGIN(8)
+    /* SYNC POINT (acquire): pairs with store64/cas64/fetch_add64 release
+     * writers of the same word; what they wrote before is visible after. */
+    uint64_t v = atomic_load_explicit((a64 *)p, memory_order_acquire);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+static PyObject *
+core_load32(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (need_args(nargs, 2, "load32") < 0) return NULL;
+    ATOMIC_WRAPPER_BEGIN(4)
+    /* SYNC POINT (acquire): pairs with the release writers of this word. */
+    uint32_t v = atomic_load_explicit((a32 *)p, memory_order_acquire);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLong(v);
+}
+
+static PyObject *
+core_store64(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (need_args(nargs, 3, "store64") < 0) return NULL;
+    uint64_t v = PyLong_AsUnsignedLongLong(args[2]);
+    if (v == (uint64_t)-1 && PyErr_Occurred()) return NULL;
+    ATOMIC_WRAPPER_BEGIN(8)
+    /* SYNC POINT (release): pairs with load64's acquire; earlier writes
+     * (e.g. an endpoint's start time) are visible to whoever sees v. */
+    atomic_store_explicit((a64 *)p, v, memory_order_release);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_store32(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (need_args(nargs, 3, "store32") < 0) return NULL;
+    unsigned long v = PyLong_AsUnsignedLong(args[2]);
+    if (v == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (v > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "value does not fit in 32 bits");
+        return NULL;
+    }
+    ATOMIC_WRAPPER_BEGIN(4)
+    /* SYNC POINT (release): pairs with load32's acquire. */
+    atomic_store_explicit((a32 *)p, (uint32_t)v, memory_order_release);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_cas64(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (need_args(nargs, 4, "cas64") < 0) return NULL;
+    uint64_t expected = PyLong_AsUnsignedLongLong(args[2]);
+    if (expected == (uint64_t)-1 && PyErr_Occurred()) return NULL;
+    uint64_t desired = PyLong_AsUnsignedLongLong(args[3]);
+    if (desired == (uint64_t)-1 && PyErr_Occurred()) return NULL;
+    ATOMIC_WRAPPER_BEGIN(8)
+    /* SYNC POINT (seq_cst): claiming or reaping an endpoint slot must be
+     * totally ordered with the counters it guards (see fetch_add32). */
+    atomic_compare_exchange_strong_explicit((a64 *)p, &expected, desired, memory_order_seq_cst,
+                                            memory_order_seq_cst);
+    PyBuffer_Release(&view);
+    /* Returns the value seen: success iff it equals the expected value. */
+    return PyLong_FromUnsignedLongLong(expected);
+}
+
+static PyObject *
+core_cas32(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (need_args(nargs, 4, "cas32") < 0) return NULL;
+    unsigned long e = PyLong_AsUnsignedLong(args[2]);
+    if (e == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    unsigned long d = PyLong_AsUnsignedLong(args[3]);
+    if (d == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (e > UINT32_MAX || d > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "value does not fit in 32 bits");
+        return NULL;
+    }
+    ATOMIC_WRAPPER_BEGIN(4)
+    uint32_t expected = (uint32_t)e;
+    /* SYNC POINT (seq_cst): as cas64. */
+    atomic_compare_exchange_strong_explicit((a32 *)p, &expected, (uint32_t)d, memory_order_seq_cst,
+                                            memory_order_seq_cst);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLong(expected);
+}
+
+static PyObject *
+core_fetch_add64(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (need_args(nargs, 3, "fetch_add64") < 0) return NULL;
+    long long delta = PyLong_AsLongLong(args[2]);
+    if (delta == -1 && PyErr_Occurred()) return NULL;
+    ATOMIC_WRAPPER_BEGIN(8)
+    /* SYNC POINT (seq_cst): counters of live endpoints are read by peers
+     * deciding EOF/EPIPE; seq_cst orders them with the index loads there. */
+    uint64_t old = atomic_fetch_add_explicit((a64 *)p, (uint64_t)delta, memory_order_seq_cst);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLongLong(old);
+}
+
+static PyObject *
+core_fetch_add32(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (need_args(nargs, 3, "fetch_add32") < 0) return NULL;
+    long delta = PyLong_AsLong(args[2]);
+    if (delta == -1 && PyErr_Occurred()) return NULL;
+    ATOMIC_WRAPPER_BEGIN(4)
+    /* SYNC POINT (seq_cst): as fetch_add64. */
+    uint32_t old = atomic_fetch_add_explicit((a32 *)p, (uint32_t)delta, memory_order_seq_cst);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLong(old);
+}
+
+static PyObject *
+core_futex_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (need_args(nargs, 4, "futex_wait") < 0) return NULL;
+    unsigned long e = PyLong_AsUnsignedLong(args[2]);
+    if (e == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    if (e > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "value does not fit in 32 bits");
+        return NULL;
+    }
+    double timeout = -1.0;
+    if (args[3] != Py_None) {
+        timeout = PyFloat_AsDouble(args[3]);
+        if (timeout == -1.0 && PyErr_Occurred()) return NULL;
+        if (timeout < 0) {
+            PyErr_SetString(PyExc_ValueError, "timeout must be non-negative or None");
+            return NULL;
+        }
+    }
+    ATOMIC_WRAPPER_BEGIN(4)
+    /* The buffer stays exported (and so mapped) for the whole wait. */
+    int rc = futex_wait_gil(p, (uint32_t)e, timeout);
+    PyBuffer_Release(&view);
+    if (rc < 0) return NULL;
+    return PyBool_FromLong(rc);
+}
+
+static PyObject *
+core_futex_wake(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (need_args(nargs, 3, "futex_wake") < 0) return NULL;
+    int n = PyLong_AsLong(args[2]) > INT_MAX ? INT_MAX : (int)PyLong_AsLong(args[2]);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    ATOMIC_WRAPPER_BEGIN(4)
+    long rc = futex_wake_raw(p, n);
+    PyBuffer_Release(&view);
+    if (rc < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(rc);
+}
+
+/* ------------------------------------------------------------------ */
+/* SpscRing: the single-producer/single-consumer ring's hot paths.
+ *
+ * Indices head (next slot to write) and tail (next slot to read) are
+ * free-running 64-bit counters; slot i lives at data + (i % capacity) *
+ * slot_size.  The producer alone writes head and cached_tail; the consumer
+ * alone writes tail and cached_head.  A valid state has
+ * 0 <= head - tail <= capacity: anything else is a corrupt header. */
+
+enum {
+    OFF_HEAD,
+    OFF_TAIL,
+    OFF_CACHED_TAIL,
+    OFF_CACHED_HEAD,
+    OFF_CONSUMER_WAITERS,
+    OFF_PRODUCER_WAITERS,
+    OFF_CONSUMERS_EVER,
+    OFF_CONSUMERS_LIVE,
+    N_OFFSETS
+};
+static const Py_ssize_t offset_width[N_OFFSETS] = {8, 8, 8, 8, 4, 4, 4, 4};
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    int bound;
+    char *base;
+    Py_ssize_t off[N_OFFSETS];
+    char *data;
+    uint64_t capacity;
+    size_t slot_size;
+    PyArray_Descr *descr;
+    int ndim;
+    npy_intp shape[NPY_MAXDIMS];
+    int role;       /* ROLE_* bits this handle has registered for */
+    int inflight;   /* operations running without the GIL on this mapping */
+    int closing;    /* release the buffer when inflight drops to 0 */
+    int put_busy;   /* a put is copying without the GIL */
+    int get_busy;   /* a get is copying without the GIL */
+} SpscRing;
+
+static PyObject *str_put_slow, *str_get_slow;
+
+#define W64(r, k) ((a64 *)((r)->base + (r)->off[k]))
+#define W32(r, k) ((a32 *)((r)->base + (r)->off[k]))
+
+static void
+ring_release_buffer(SpscRing *r)
+{
+    if (r->bound) {
+        r->bound = 0;
+        r->base = NULL;
+        r->data = NULL;
+        PyBuffer_Release(&r->view);
+    }
+}
+
+static void
+ring_end_inflight(SpscRing *r)
+{
+    r->inflight--;
+    if (r->closing && r->inflight == 0) {
+        ring_release_buffer(r);
+    }
+}
+
+static int
+ring_check_open(SpscRing *r)
+{
+    if (!r->bound || r->closing) {
+        PyErr_SetString(PyExc_ValueError, "ring is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static void
+ring_dealloc(SpscRing *r)
+{
+    PyTypeObject *tp = Py_TYPE(r);
+    PyObject_GC_UnTrack(r);
+    ring_release_buffer(r);
+    Py_CLEAR(r->descr);
+    tp->tp_free((PyObject *)r);
+}
+
+static int
+ring_traverse(SpscRing *r, visitproc visit, void *arg)
+{
+    if (r->bound) {
+        Py_VISIT(r->view.obj);
+    }
+    return 0;
+}
+
+static PyObject *
+ring_bind(SpscRing *r, PyObject *args)
+{
+    PyObject *buffer, *dtype_obj, *shape_obj, *offsets;
+    unsigned long long capacity;
+    Py_ssize_t slot_size, data_off;
+    if (!PyArg_ParseTuple(args, "OKnnOOO:_bind", &buffer, &capacity, &slot_size, &data_off, &dtype_obj,
+                          &shape_obj, &offsets)) {
+        return NULL;
+    }
+    if (r->bound) {
+        PyErr_SetString(PyExc_RuntimeError, "ring is already bound");
+        return NULL;
+    }
+    PyArray_Descr *descr = NULL;
+    if (!PyArray_DescrConverter(dtype_obj, &descr)) {
+        return NULL;
+    }
+    if (PyDataType_REFCHK(descr)) {
+        Py_DECREF(descr);
+        PyErr_SetString(PyExc_TypeError, "dtypes holding Python objects cannot live in shared memory");
+        return NULL;
+    }
+    PyObject *shape_seq = PySequence_Fast(shape_obj, "shape must be a sequence");
+    if (shape_seq == NULL) {
+        Py_DECREF(descr);
+        return NULL;
+    }
+    Py_ssize_t ndim = PySequence_Fast_GET_SIZE(shape_seq);
+    if (ndim >= NPY_MAXDIMS) {
+        Py_DECREF(shape_seq);
+        Py_DECREF(descr);
+        PyErr_SetString(PyExc_ValueError, "too many dimensions");
+        return NULL;
+    }
+    size_t expect_slot = (size_t)PyDataType_ELSIZE(descr);
+    for (Py_ssize_t i = 0; i < ndim; i++) {
+        Py_ssize_t d = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(shape_seq, i));
+        if (d < 0) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "negative dimension");
+            Py_DECREF(shape_seq);
+            Py_DECREF(descr);
+            return NULL;
+        }
+        r->shape[i] = d;
+        if (d != 0 && expect_slot > SIZE_MAX / (size_t)d) {
+            expect_slot = 0; /* overflow: rejected below */
+            break;
+        }
+        expect_slot *= (size_t)d;
+    }
+    Py_DECREF(shape_seq);
+    if (slot_size <= 0 || (size_t)slot_size != expect_slot) {
+        Py_DECREF(descr);
+        raise_layout("slot size %zd does not match dtype and shape", slot_size);
+        return NULL;
+    }
+    if (capacity == 0 || capacity > ((uint64_t)1 << 48)) {
+        Py_DECREF(descr);
+        raise_layout("capacity %llu out of range", capacity);
+        return NULL;
+    }
+    PyObject *offs = PySequence_Fast(offsets, "offsets must be a sequence");
+    if (offs == NULL) {
+        Py_DECREF(descr);
+        return NULL;
+    }
+    if (PySequence_Fast_GET_SIZE(offs) != N_OFFSETS) {
+        Py_DECREF(offs);
+        Py_DECREF(descr);
+        PyErr_Format(PyExc_ValueError, "expected %d offsets", (int)N_OFFSETS);
+        return NULL;
+    }
+    Py_ssize_t off[N_OFFSETS];
+    for (int i = 0; i < N_OFFSETS; i++) {
+        off[i] = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(offs, i));
+        if (off[i] == -1 && PyErr_Occurred()) {
+            Py_DECREF(offs);
+            Py_DECREF(descr);
+            return NULL;
+        }
+    }
+    Py_DECREF(offs);
+
+    if (get_writable(buffer, &r->view) < 0) {
+        Py_DECREF(descr);
+        return NULL;
+    }
+    for (int i = 0; i < N_OFFSETS; i++) {
+        if (checked_word(&r->view, off[i], offset_width[i]) == NULL) {
+            goto fail;
+        }
+        /* Index words must not overlap the slots they guard. */
+        if (off[i] + offset_width[i] > data_off) {
+            raise_layout("header word at %zd overlaps the data area at %zd", off[i], data_off);
+            goto fail;
+        }
+        r->off[i] = off[i];
+    }
+    if (data_off < 0 || data_off > r->view.len ||
+        capacity > (uint64_t)(r->view.len - data_off) / (uint64_t)slot_size) {
+        raise_layout("data area (%llu slots of %zd bytes at %zd) exceeds the mapping of %zd bytes",
+                     capacity, slot_size, data_off, r->view.len);
+        goto fail;
+    }
+    r->base = (char *)r->view.buf;
+    r->data = r->base + data_off;
+    r->capacity = capacity;
+    r->slot_size = (size_t)slot_size;
+    r->ndim = (int)ndim;
+    Py_XSETREF(r->descr, descr);
+    r->bound = 1;
+    r->closing = 0;
+    r->role = 0;
+    Py_RETURN_NONE;
+fail:
+    PyBuffer_Release(&r->view);
+    Py_DECREF(descr);
+    return NULL;
+}
+
+static PyObject *
+ring_release(SpscRing *r, PyObject *unused)
+{
+    r->closing = 1;
+    if (r->inflight == 0) {
+        ring_release_buffer(r);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Reads the peer's index and checks the ring's invariant on it. */
+static int
+check_span(SpscRing *r, uint64_t head, uint64_t tail)
+{
+    if (head - tail > r->capacity) {
+        raise_layout("corrupt ring indices: head=%llu tail=%llu capacity=%llu",
+                     (unsigned long long)head, (unsigned long long)tail,
+                     (unsigned long long)r->capacity);
+        return -1;
+    }
+    return 0;
+}
+
+/* Free slots for the producer: refresh cached_tail from the consumer's tail
+ * only when the cached value says we may be short of `want`. */
+static int
+producer_space(SpscRing *r, uint64_t head, uint64_t want, uint64_t *space)
+{
+    uint64_t cap = r->capacity + (broken == BROKEN_OVERWRITE_UNRELEASED ? 1 : 0);
+    /* Relaxed: cached_tail is written only by this (the producing) side. */
+    uint64_t tail = atomic_load_explicit(W64(r, OFF_CACHED_TAIL), memory_order_relaxed);
+    if (head - tail > r->capacity || cap - (head - tail) < want) {
+        /* SYNC POINT (acquire): pairs with the consumer's release store of
+         * tail; the consumer's reads of those slots are complete, so they may
+         * be overwritten. */
+        tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_acquire);
+        atomic_store_explicit(W64(r, OFF_CACHED_TAIL), tail, memory_order_relaxed);
+        if (check_span(r, head, tail) < 0) return -1;
+    }
+    *space = cap - (head - tail);
+    return 0;
+}
+
+/* Items ready for the consumer, refreshing cached_head the same way. */
+static int
+consumer_avail(SpscRing *r, uint64_t tail, uint64_t want, uint64_t *avail)
+{
+    /* Relaxed: cached_head is written only by this (the consuming) side. */
+    uint64_t head = atomic_load_explicit(W64(r, OFF_CACHED_HEAD), memory_order_relaxed);
+    if (head - tail > r->capacity || head - tail < want) {
+        /* SYNC POINT (acquire): pairs with the producer's release store of
+         * head; the slot bytes written before it are visible now. */
+        head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_acquire);
+        atomic_store_explicit(W64(r, OFF_CACHED_HEAD), head, memory_order_relaxed);
+        if (check_span(r, head, tail) < 0) return -1;
+    }
+    *avail = head - tail;
+    return 0;
+}
+
+static void
+wake_if_waiting(SpscRing *r, int waiters_key, int index_key)
+{
+    /* SYNC POINT (seq_cst fence): orders our index store before the load of
+     * the waiter count (StoreLoad).  Pairs with the fence in ring_wait between
+     * the waiter's increment and its re-read of the index: one of us sees the
+     * other, so a sleeper is never left with a publish it missed. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(W32(r, waiters_key), memory_order_relaxed) != 0) {
+        futex_wake_raw(r->base + r->off[index_key] + LOW_HALF, INT_MAX);
+    }
+}
+
+static void
+publish_head(SpscRing *r, uint64_t head)
+{
+    /* SYNC POINT (release): pairs with the consumer's acquire load of head in
+     * consumer_avail; the slot copy must not sink below this store. */
+    atomic_store_explicit(W64(r, OFF_HEAD), head,
+                          broken == BROKEN_RELAXED_PUBLISH ? memory_order_relaxed : memory_order_release);
+    wake_if_waiting(r, OFF_CONSUMER_WAITERS, OFF_HEAD);
+}
+
+static void
+publish_tail(SpscRing *r, uint64_t tail)
+{
+    /* SYNC POINT (release): pairs with the producer's acquire load of tail in
+     * producer_space; our reads of the slot finish before it may be reused. */
+    atomic_store_explicit(W64(r, OFF_TAIL), tail, memory_order_release);
+    wake_if_waiting(r, OFF_PRODUCER_WAITERS, OFF_TAIL);
+}
+
+/* Copy n items from src into the ring at index head (wrapping). */
+static void
+copy_in(SpscRing *r, uint64_t head, const char *src, uint64_t n)
+{
+    uint64_t slot = head % r->capacity;
+    uint64_t first = r->capacity - slot < n ? r->capacity - slot : n;
+    memcpy(r->data + slot * r->slot_size, src, first * r->slot_size);
+    if (n > first) {
+        memcpy(r->data, src + first * r->slot_size, (n - first) * r->slot_size);
+    }
+}
+
+static void
+copy_out(SpscRing *r, uint64_t tail, char *dst, uint64_t n)
+{
+    uint64_t slot = tail % r->capacity;
+    uint64_t first = r->capacity - slot < n ? r->capacity - slot : n;
+    memcpy(dst, r->data + slot * r->slot_size, first * r->slot_size);
+    if (n > first) {
+        memcpy(dst + first * r->slot_size, r->data, (n - first) * r->slot_size);
+    }
+}
+
+/* Producer side of a copy: claim, copy, publish, with the test hooks. */
+static void
+produce(SpscRing *r, uint64_t head, const char *src, uint64_t n)
+{
+    size_t bytes = (size_t)n * r->slot_size;
+    if (broken == BROKEN_PUBLISH_BEFORE_COPY) {
+        publish_head(r, head + n);
+        inject_delay();
+        copy_in(r, head, src, n);
+        return;
+    }
+    if (broken == BROKEN_RELAXED_PUBLISH && bytes >= 2) {
+        /* What a weakly ordered CPU may do without the release: the index
+         * store becomes visible before the slot's last stores. */
+        size_t half = bytes / 2;
+        uint64_t slot = head % r->capacity;
+        if ((slot + n) <= r->capacity) {
+            char *dst = r->data + slot * r->slot_size;
+            memcpy(dst, src, half);
+            publish_head(r, head + n);
+            inject_delay();
+            memcpy(dst + half, src + half, bytes - half);
+            return;
+        }
+    }
+    copy_in(r, head, src, n);
+    inject_delay();
+    publish_head(r, head + n);
+}
+
+static int
+item_is_exact(SpscRing *r, PyObject *item, int batch)
+{
+    if (!PyArray_Check(item)) return 0;
+    PyArrayObject *a = (PyArrayObject *)item;
+    if (PyArray_NDIM(a) != r->ndim + batch) return 0;
+    if (!PyArray_IS_C_CONTIGUOUS(a)) return 0;
+    if (PyArray_DESCR(a) != r->descr && !PyArray_EquivTypes(PyArray_DESCR(a), r->descr)) return 0;
+    npy_intp *dims = PyArray_DIMS(a) + batch;
+    for (int i = 0; i < r->ndim; i++) {
+        if (dims[i] != r->shape[i]) return 0;
+    }
+    return 1;
+}
+
+/* Try to put n items (contiguous, exact) from src; returns how many went in
+ * (0 when full) or -1 on error. */
+static Py_ssize_t
+ring_try_put_raw(SpscRing *r, const char *src, uint64_t n)
+{
+    /* Relaxed: head is written only by this (the producing) side. */
+    uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_relaxed);
+    uint64_t space;
+    if (producer_space(r, head, n, &space) < 0) return -1;
+    if (space == 0) return 0;
+    uint64_t k = n < space ? n : space;
+    size_t bytes = (size_t)k * r->slot_size;
+    inject_delay();
+    if (bytes >= NOGIL_COPY_BYTES) {
+        r->inflight++;
+        r->put_busy = 1;
+        Py_BEGIN_ALLOW_THREADS
+        produce(r, head, src, k);
+        Py_END_ALLOW_THREADS
+        r->put_busy = 0;
+        ring_end_inflight(r);
+    }
+    else {
+        produce(r, head, src, k);
+    }
+    return (Py_ssize_t)k;
+}
+
+/* Take up to max items into a new array (batch adds the leading axis).
+ * Returns the array, Py_None (borrowed, not increfed) when empty, or NULL. */
+static PyObject *
+ring_try_get_raw(SpscRing *r, uint64_t max, int batch)
+{
+    /* Relaxed: tail is written only by this (the consuming) side. */
+    uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_relaxed);
+    uint64_t avail;
+    if (consumer_avail(r, tail, 1, &avail) < 0) return NULL;
+    if (avail == 0) return Py_None;
+    uint64_t k = avail < max ? avail : max;
+    npy_intp dims[NPY_MAXDIMS];
+    int nd = r->ndim + batch;
+    if (batch) dims[0] = (npy_intp)k;
+    memcpy(dims + batch, r->shape, sizeof(npy_intp) * (size_t)r->ndim);
+    Py_INCREF(r->descr);
+    PyObject *out = PyArray_NewFromDescr(&PyArray_Type, r->descr, nd, dims, NULL, NULL, 0, NULL);
+    if (out == NULL) return NULL;
+    char *dst = PyArray_BYTES((PyArrayObject *)out);
+    size_t bytes = (size_t)k * r->slot_size;
+    if (bytes >= NOGIL_COPY_BYTES) {
+        r->inflight++;
+        r->get_busy = 1;
+        Py_BEGIN_ALLOW_THREADS
+        copy_out(r, tail, dst, k);
+        inject_delay();
+        publish_tail(r, tail + k);
+        Py_END_ALLOW_THREADS
+        r->get_busy = 0;
+        ring_end_inflight(r);
+    }
+    else {
+        copy_out(r, tail, dst, k);
+        inject_delay();
+        publish_tail(r, tail + k);
+    }
+    return out;
+}
+
+/* Argument parsing for put/get(block=True, timeout=None) without the
+ * overhead of the generic parser on the common positional call. */
+static int
+parse_call(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int npos,
+           const char *const *names, PyObject **out)
+{
+    int nparams = npos + 2;
+    for (int i = 0; i < nparams; i++) out[i] = NULL;
+    if (nargs > nparams) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, nparams,
+                     nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) out[i] = args[i];
+    if (kwnames != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t j = 0; j < nkw; j++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, j);
+            int found = -1;
+            for (int i = 0; i < nparams; i++) {
+                if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
+                    found = i;
+                    break;
+                }
+            }
+            if (found < 0) {
+                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname, key);
+                return -1;
+            }
+            if (out[found] != NULL) {
+                PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
+                             names[found]);
+                return -1;
+            }
+            out[found] = args[nargs + j];
+        }
+    }
+    for (int i = 0; i < npos; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
+            return -1;
+        }
+    }
+    if (out[npos] == NULL) out[npos] = Py_True;
+    if (out[npos + 1] == NULL) out[npos + 1] = Py_None;
+    return 0;
+}
+
+static int
+consumers_gone(SpscRing *r)
+{
+    /* Relaxed then seq_cst: a consumer that registered or left is published
+     * by its seq_cst update of these words (_endpoints.py). */
+    return atomic_load_explicit(W32(r, OFF_CONSUMERS_EVER), memory_order_relaxed) != 0 &&
+           atomic_load_explicit(W32(r, OFF_CONSUMERS_LIVE), memory_order_seq_cst) == 0;
+}
+
+static PyObject *
+put_common(SpscRing *r, PyObject *item, PyObject *block, PyObject *timeout)
+{
+    if (r->bound && !r->closing && (r->role & ROLE_PRODUCER) && !r->put_busy && item_is_exact(r, item, 0) &&
+        !consumers_gone(r)) {
+        Py_ssize_t n = ring_try_put_raw(r, PyArray_BYTES((PyArrayObject *)item), 1);
+        if (n < 0) return NULL;
+        if (n == 1) Py_RETURN_NONE;
+    }
+    /* Full, first use, a peer gone, or an item needing conversion. */
+    return PyObject_CallMethodObjArgs((PyObject *)r, str_put_slow, item, block, timeout, NULL);
+}
+
+static PyObject *
+get_common(SpscRing *r, PyObject *block, PyObject *timeout)
+{
+    if (r->bound && !r->closing && (r->role & ROLE_CONSUMER) && !r->get_busy) {
+        PyObject *out = ring_try_get_raw(r, 1, 0);
+        if (out != Py_None) return out;
+    }
+    return PyObject_CallMethodObjArgs((PyObject *)r, str_get_slow, block, timeout, NULL);
+}
+
+static PyObject *
+ring_put(SpscRing *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"item", "block", "timeout"};
+    PyObject *a[3];
+    if (kwnames == NULL && nargs == 1) {
+        return put_common(r, args[0], Py_True, Py_None);
+    }
+    if (parse_call("put", args, nargs, kwnames, 1, names, a) < 0) return NULL;
+    return put_common(r, a[0], a[1], a[2]);
+}
+
+static PyObject *
+ring_put_nowait(SpscRing *r, PyObject *item)
+{
+    return put_common(r, item, Py_False, Py_None);
+}
+
+static PyObject *
+ring_get(SpscRing *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"block", "timeout"};
+    PyObject *a[2];
+    if (kwnames == NULL && nargs == 0) {
+        return get_common(r, Py_True, Py_None);
+    }
+    if (parse_call("get", args, nargs, kwnames, 0, names, a) < 0) return NULL;
+    return get_common(r, a[0], a[1]);
+}
+
+static PyObject *
+ring_get_nowait(SpscRing *r, PyObject *unused)
+{
+    return get_common(r, Py_False, Py_None);
+}
+
+static int
+check_producer_call(SpscRing *r)
+{
+    if (ring_check_open(r) < 0) return -1;
+    if (r->put_busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this handle is producing from another thread; a single-producer ring "
+                        "takes one producing thread");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+check_consumer_call(SpscRing *r)
+{
+    if (ring_check_open(r) < 0) return -1;
+    if (r->get_busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this handle is consuming from another thread; a single-consumer ring "
+                        "takes one consuming thread");
+        return -1;
+    }
+    return 0;
+}
+
+/* _try_put_many(items, start): items is a C-contiguous (n, *shape) array of
+ * the ring's dtype; puts items[start:] as far as they fit. */
+static PyObject *
+ring_try_put_many(SpscRing *r, PyObject *args)
+{
+    PyObject *items;
+    Py_ssize_t start;
+    if (!PyArg_ParseTuple(args, "On:_try_put_many", &items, &start)) return NULL;
+    if (check_producer_call(r) < 0) return NULL;
+    if (!item_is_exact(r, items, 1)) {
+        PyErr_SetString(PyExc_TypeError, "_try_put_many needs a C-contiguous (n, *shape) array of the ring's dtype");
+        return NULL;
+    }
+    npy_intp n = PyArray_DIMS((PyArrayObject *)items)[0];
+    if (start < 0 || start > n) {
+        PyErr_SetString(PyExc_ValueError, "start out of range");
+        return NULL;
+    }
+    if (start == n) return PyLong_FromLong(0);
+    const char *src = PyArray_BYTES((PyArrayObject *)items) + (size_t)start * r->slot_size;
+    Py_ssize_t k = ring_try_put_raw(r, src, (uint64_t)(n - start));
+    if (k < 0) return NULL;
+    return PyLong_FromSsize_t(k);
+}
+
+static PyObject *
+ring_try_put(SpscRing *r, PyObject *item)
+{
+    if (check_producer_call(r) < 0) return NULL;
+    if (!item_is_exact(r, item, 0)) {
+        PyErr_SetString(PyExc_TypeError, "_try_put needs a C-contiguous array of the ring's shape and dtype");
+        return NULL;
+    }
+    Py_ssize_t k = ring_try_put_raw(r, PyArray_BYTES((PyArrayObject *)item), 1);
+    if (k < 0) return NULL;
+    return PyBool_FromLong(k);
+}
+
+static PyObject *
+ring_try_get(SpscRing *r, PyObject *unused)
+{
+    if (check_consumer_call(r) < 0) return NULL;
+    PyObject *out = ring_try_get_raw(r, 1, 0);
+    if (out == Py_None) Py_RETURN_NONE;
+    return out;
+}
+
+static PyObject *
+ring_try_get_many(SpscRing *r, PyObject *arg)
+{
+    Py_ssize_t max = PyLong_AsSsize_t(arg);
+    if (max == -1 && PyErr_Occurred()) return NULL;
+    if (max < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_items must be at least 1");
+        return NULL;
+    }
+    if (check_consumer_call(r) < 0) return NULL;
+    PyObject *out = ring_try_get_raw(r, (uint64_t)max, 1);
+    if (out == Py_None) Py_RETURN_NONE;
+    return out;
+}
+
+/* _write_claim() -> byte offset of the next free slot, or -1 when full. */
+static PyObject *
+ring_write_claim(SpscRing *r, PyObject *unused)
+{
+    if (check_producer_call(r) < 0) return NULL;
+    uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_relaxed);
+    uint64_t space;
+    if (producer_space(r, head, 1, &space) < 0) return NULL;
+    if (space == 0) return PyLong_FromLong(-1);
+    uint64_t slot = head % r->capacity;
+    return PyLong_FromSize_t((size_t)(r->data - r->base) + slot * r->slot_size);
+}
+
+/* _write_publish(): publish the slot returned by _write_claim. */
+static PyObject *
+ring_write_publish(SpscRing *r, PyObject *unused)
+{
+    if (check_producer_call(r) < 0) return NULL;
+    uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_relaxed);
+    uint64_t space;
+    if (producer_space(r, head, 1, &space) < 0) return NULL;
+    if (space == 0) {
+        raise_layout("publishing a reserved slot into a full ring: the header was changed under us");
+        return NULL;
+    }
+    inject_delay();
+    publish_head(r, head + 1);
+    Py_RETURN_NONE;
+}
+
+/* _read_peek(max_items) -> (byte offset, count) of the oldest contiguous run
+ * of ready items (count 0 when empty); the run never wraps. */
+static PyObject *
+ring_read_peek(SpscRing *r, PyObject *arg)
+{
+    Py_ssize_t max = PyLong_AsSsize_t(arg);
+    if (max == -1 && PyErr_Occurred()) return NULL;
+    if (max < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_items must be at least 1");
+        return NULL;
+    }
+    if (check_consumer_call(r) < 0) return NULL;
+    uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_relaxed);
+    uint64_t avail;
+    if (consumer_avail(r, tail, 1, &avail) < 0) return NULL;
+    uint64_t slot = tail % r->capacity;
+    uint64_t k = avail < (uint64_t)max ? avail : (uint64_t)max;
+    if (k > r->capacity - slot) k = r->capacity - slot;
+    return Py_BuildValue("nK", (Py_ssize_t)((size_t)(r->data - r->base) + slot * r->slot_size),
+                         (unsigned long long)k);
+}
+
+/* _read_release(count): consume count items seen by _read_peek. */
+static PyObject *
+ring_read_release(SpscRing *r, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (check_consumer_call(r) < 0) return NULL;
+    uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_relaxed);
+    uint64_t avail;
+    if (consumer_avail(r, tail, (uint64_t)(n < 0 ? 0 : n), &avail) < 0) return NULL;
+    if (n < 0 || (uint64_t)n > avail) {
+        raise_layout("releasing %zd items but only %llu are ready: the header was changed under us", n,
+                     (unsigned long long)avail);
+        return NULL;
+    }
+    inject_delay();
+    publish_tail(r, tail + (uint64_t)n);
+    Py_RETURN_NONE;
+}
+
+/* Sleep until the index at `index_key` no longer equals `expected`, spinning
+ * briefly first.  Returns 1 (changed or woken), 0 (timeout) or -1. */
+static int
+ring_wait(SpscRing *r, int index_key, int waiters_key, uint64_t expected, double timeout)
+{
+    a64 *index = W64(r, index_key);
+    a32 *waiters = W32(r, waiters_key);
+    int changed = 0;
+    int64_t spin_until = now_ns() + (timeout >= 0 && timeout * 1e9 < SPIN_NS ? (int64_t)(timeout * 1e9) : SPIN_NS);
+    r->inflight++;
+    Py_BEGIN_ALLOW_THREADS
+    /* Spin: a ping-pong partner usually answers within microseconds, far
+     * sooner than a futex round trip through the scheduler. */
+    for (unsigned i = 0;; i++) {
+        /* SYNC POINT (acquire): pairs with the peer's release of this index;
+         * the caller re-reads it through the normal path anyway. */
+        if (atomic_load_explicit(index, memory_order_acquire) != expected) {
+            changed = 1;
+            break;
+        }
+        if ((i & 63) == 63 && now_ns() >= spin_until) break;
+        cpu_relax();
+    }
+    Py_END_ALLOW_THREADS
+    if (changed) {
+        ring_end_inflight(r);
+        return 1;
+    }
+    /* SYNC POINT (seq_cst): announce the sleeper, then fence, then re-read the
+     * index.  Pairs with the fence in wake_if_waiting (StoreLoad both ways). */
+    atomic_fetch_add_explicit(waiters, 1, memory_order_seq_cst);
+    atomic_thread_fence(memory_order_seq_cst);
+    int rc = 1;
+    if (atomic_load_explicit(index, memory_order_relaxed) == expected) {
+        double left = timeout;
+        if (timeout >= 0) {
+            left = timeout - (double)SPIN_NS / 1e9;
+            if (left < 0) left = 0;
+        }
+        /* The kernel compares the low half with `expected` atomically with
+         * going to sleep, so a publish between our check and the sleep makes
+         * it return at once (EAGAIN). */
+        rc = futex_wait_gil((char *)index + LOW_HALF, (uint32_t)expected, left);
+    }
+    atomic_fetch_sub_explicit(waiters, 1, memory_order_seq_cst);
+    ring_end_inflight(r);
+    return rc;
+}
+
+static double
+parse_timeout(PyObject *obj)
+{
+    if (obj == Py_None) return -1.0;
+    double t = PyFloat_AsDouble(obj);
+    if (t == -1.0 && PyErr_Occurred()) return -2.0;
+    if (t < 0 || t != t) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
+        return -2.0;
+    }
+    return t;
+}
+
+/* _wait_readable(timeout): sleep while the ring is empty. */
+static PyObject *
+ring_wait_readable(SpscRing *r, PyObject *arg)
+{
+    double timeout = parse_timeout(arg);
+    if (timeout < -1.5) return NULL;
+    if (ring_check_open(r) < 0) return NULL;
+    uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_relaxed);
+    int rc = ring_wait(r, OFF_HEAD, OFF_CONSUMER_WAITERS, tail, timeout);
+    if (rc < 0) return NULL;
+    return PyBool_FromLong(rc);
+}
+
+/* _wait_writable(timeout): sleep while the ring is full. */
+static PyObject *
+ring_wait_writable(SpscRing *r, PyObject *arg)
+{
+    double timeout = parse_timeout(arg);
+    if (timeout < -1.5) return NULL;
+    if (ring_check_open(r) < 0) return NULL;
+    uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_relaxed);
+    int rc = ring_wait(r, OFF_TAIL, OFF_PRODUCER_WAITERS, head - r->capacity, timeout);
+    if (rc < 0) return NULL;
+    return PyBool_FromLong(rc);
+}
+
+/* _wake_all(): wake every sleeper on either index (a peer left). */
+static PyObject *
+ring_wake_all(SpscRing *r, PyObject *unused)
+{
+    if (!r->bound) Py_RETURN_NONE;
+    /* SYNC POINT (seq_cst fence): the endpoint change our caller just made is
+     * ordered before the wake, so a woken sleeper sees it. */
+    atomic_thread_fence(memory_order_seq_cst);
+    futex_wake_raw(r->base + r->off[OFF_HEAD] + LOW_HALF, INT_MAX);
+    futex_wake_raw(r->base + r->off[OFF_TAIL] + LOW_HALF, INT_MAX);
+    Py_RETURN_NONE;
+}
+
+/* _indices() -> (head, tail), both acquire-loaded, tail first so that
+ * head - tail never goes negative when both sides are moving. */
+static PyObject *
+ring_indices(SpscRing *r, PyObject *unused)
+{
+    if (ring_check_open(r) < 0) return NULL;
+    /* SYNC POINT (acquire): pairs with the consumer's release of tail. */
+    uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_acquire);
+    /* SYNC POINT (acquire): pairs with the producer's release of head. */
+    uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_acquire);
+    return Py_BuildValue("KK", (unsigned long long)head, (unsigned long long)tail);
+}
+
+static PyObject *
+ring_get_role(SpscRing *r, void *unused)
+{
+    return PyLong_FromLong(r->role);
+}
+
+static int
+ring_set_role(SpscRing *r, PyObject *value, void *unused)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete _role");
+        return -1;
+    }
+    long v = PyLong_AsLong(value);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    r->role = (int)(v & (ROLE_PRODUCER | ROLE_CONSUMER));
+    return 0;
+}
+
+static PyObject *
+ring_get_bound(SpscRing *r, void *unused)
+{
+    return PyBool_FromLong(r->bound && !r->closing);
+}
+
+static PyMethodDef ring_methods[] = {
+    {"put", (PyCFunction)(void (*)(void))ring_put, METH_FASTCALL | METH_KEYWORDS,
+     "put(item, block=True, timeout=None)\n--\n\nCopy item into the next slot."},
+    {"put_nowait", (PyCFunction)ring_put_nowait, METH_O, "put_nowait(item)\n--\n\nput(item, block=False)."},
+    {"get", (PyCFunction)(void (*)(void))ring_get, METH_FASTCALL | METH_KEYWORDS,
+     "get(block=True, timeout=None)\n--\n\nRemove the oldest item and return a copy of it."},
+    {"get_nowait", (PyCFunction)ring_get_nowait, METH_NOARGS, "get_nowait()\n--\n\nget(block=False)."},
+    {"_bind", (PyCFunction)ring_bind, METH_VARARGS, NULL},
+    {"_release", (PyCFunction)ring_release, METH_NOARGS, NULL},
+    {"_try_put", (PyCFunction)ring_try_put, METH_O, NULL},
+    {"_try_put_many", (PyCFunction)ring_try_put_many, METH_VARARGS, NULL},
+    {"_try_get", (PyCFunction)ring_try_get, METH_NOARGS, NULL},
+    {"_try_get_many", (PyCFunction)ring_try_get_many, METH_O, NULL},
+    {"_write_claim", (PyCFunction)ring_write_claim, METH_NOARGS, NULL},
+    {"_write_publish", (PyCFunction)ring_write_publish, METH_NOARGS, NULL},
+    {"_read_peek", (PyCFunction)ring_read_peek, METH_O, NULL},
+    {"_read_release", (PyCFunction)ring_read_release, METH_O, NULL},
+    {"_wait_readable", (PyCFunction)ring_wait_readable, METH_O, NULL},
+    {"_wait_writable", (PyCFunction)ring_wait_writable, METH_O, NULL},
+    {"_wake_all", (PyCFunction)ring_wake_all, METH_NOARGS, NULL},
+    {"_indices", (PyCFunction)ring_indices, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef ring_getset[] = {
+    {"_role", (getter)ring_get_role, (setter)ring_set_role, NULL, NULL},
+    {"_bound", (getter)ring_get_bound, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject SpscRingType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shmring._core.SpscRing",
+    .tp_basicsize = sizeof(SpscRing),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Hot paths of a single-producer/single-consumer ring; see shmring.Ring.",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)ring_dealloc,
+    .tp_traverse = (traverseproc)ring_traverse,
+    .tp_methods = ring_methods,
+    .tp_getset = ring_getset,
+};
+
+/* ------------------------------------------------------------------ */
+
+static PyObject *
+core_test_config(PyObject *m, PyObject *unused)
+{
+    static const char *const names[] = {"", "publish_before_copy", "relaxed_publish", "overwrite_unreleased"};
+    return Py_BuildValue("{s:s,s:I,s:I}", "broken", names[broken], "delay_permille", delay_permille,
+                         "delay_max_us", delay_max_us);
+}
+
+static PyMethodDef core_methods[] = {
+    {"load64", (PyCFunction)(void (*)(void))core_load64, METH_FASTCALL, "load64(buf, off) -> int (acquire)"},
+    {"load32", (PyCFunction)(void (*)(void))core_load32, METH_FASTCALL, "load32(buf, off) -> int (acquire)"},
+    {"store64", (PyCFunction)(void (*)(void))core_store64, METH_FASTCALL, "store64(buf, off, v) (release)"},
+    {"store32", (PyCFunction)(void (*)(void))core_store32, METH_FASTCALL, "store32(buf, off, v) (release)"},
+    {"cas64", (PyCFunction)(void (*)(void))core_cas64, METH_FASTCALL,
+     "cas64(buf, off, expected, desired) -> value seen (seq_cst)"},
+    {"cas32", (PyCFunction)(void (*)(void))core_cas32, METH_FASTCALL,
+     "cas32(buf, off, expected, desired) -> value seen (seq_cst)"},
+    {"fetch_add64", (PyCFunction)(void (*)(void))core_fetch_add64, METH_FASTCALL,
+     "fetch_add64(buf, off, delta) -> old value (seq_cst, wraps)"},
+    {"fetch_add32", (PyCFunction)(void (*)(void))core_fetch_add32, METH_FASTCALL,
+     "fetch_add32(buf, off, delta) -> old value (seq_cst, wraps)"},
+    {"futex_wait", (PyCFunction)(void (*)(void))core_futex_wait, METH_FASTCALL,
+     "futex_wait(buf, off, expected, timeout) -> bool: sleep while the 32-bit word equals expected"},
+    {"futex_wake", (PyCFunction)(void (*)(void))core_futex_wake, METH_FASTCALL,
+     "futex_wake(buf, off, n) -> number woken"},
+    {"_test_config", (PyCFunction)core_test_config, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT, "shmring._core", "Atomics, futex and ring hot paths for shmring.", -1, core_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    import_array();
+    read_test_environment();
+    if (PyType_Ready(&SpscRingType) < 0) return NULL;
+    str_put_slow = PyUnicode_InternFromString("_put_slow");
+    str_get_slow = PyUnicode_InternFromString("_get_slow");
+    if (str_put_slow == NULL || str_get_slow == NULL) return NULL;
+    PyObject *m = PyModule_Create(&core_module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&SpscRingType);
+    if (PyModule_AddObject(m, "SpscRing", (PyObject *)&SpscRingType) < 0) {
+        Py_DECREF(&SpscRingType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "ROLE_PRODUCER", ROLE_PRODUCER) < 0 ||
+        PyModule_AddIntConstant(m, "ROLE_CONSUMER", ROLE_CONSUMER) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,241 @@
+"""Who is attached: producer/consumer registration and liveness.
+
+Each handle that puts (or gets) claims one entry of the header's endpoint
+table, holding its pid and the process start time from /proc.  A peer is
+alive while /proc/<pid>/stat exists, is not a zombie, and shows the same
+start time (so a recycled pid is not mistaken for the old process).
+
+The table is the truth.  Two per-role words beside it are hints for the C
+fast path: ``*_LIVE`` counts registered endpoints (so a put notices "no
+consumer left" with one load) and ``*_EVER`` records that the role was ever
+taken (before that, put fills the ring and get waits, as with a pipe whose
+other end is not open yet).  Slow paths confirm any hint against the table.
+See docs/design.md, "Endpoints and liveness".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from typing import Any
+
+from . import _core
+from . import _layout as L
+from .errors import RoleError, ShmringError
+
+PRODUCER = _core.ROLE_PRODUCER
+CONSUMER = _core.ROLE_CONSUMER
+ROLE_NAMES = {PRODUCER: "producer", CONSUMER: "consumer"}
+
+STATE_CLAIMING = 1  # entry taken; start time being written
+STATE_ACTIVE = 2
+
+_LIVE_OFF = {PRODUCER: L.PRODUCERS_LIVE_OFF, CONSUMER: L.CONSUMERS_LIVE_OFF}
+_EVER_OFF = {PRODUCER: L.PRODUCERS_EVER_OFF, CONSUMER: L.CONSUMERS_EVER_OFF}
+_OWNER_OFF = {PRODUCER: L.PRODUCER_OWNER_OFF, CONSUMER: L.CONSUMER_OWNER_OFF}
+
+
+def pack_word(pid: int, role: int, state: int) -> int:
+    return (pid & 0xFFFFFFFF) | (role << 32) | (state << 40)
+
+
+def unpack_word(word: int) -> tuple[int, int, int]:
+    return word & 0xFFFFFFFF, (word >> 32) & 0xFF, (word >> 40) & 0xFF
+
+
+def _stat_fields(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time) from /proc/<pid>/stat, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm may hold spaces and parentheses: split after the last ')'.
+    rest = raw[raw.rfind(b")") + 2 :].split()
+    try:
+        return rest[0].decode(), int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def process_start_time(pid: int) -> int:
+    fields = _stat_fields(pid)
+    if fields is None:
+        raise ShmringError(f"cannot read /proc/{pid}/stat")
+    return fields[1]
+
+
+def is_alive(pid: int, start_time: int) -> bool:
+    """True if ``pid`` runs and is the process that started at ``start_time``
+    (0 = unknown).  A zombie counts as dead."""
+    if pid <= 0:
+        return False
+    fields = _stat_fields(pid)
+    if fields is None:
+        return False
+    state, started = fields
+    if state in ("Z", "X", "x"):
+        return False
+    return start_time == 0 or started == start_time
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One row of the endpoint table, as ``shmring stat`` shows it."""
+
+    slot: int
+    pid: int
+    role: str
+    state: str
+    start_time: int
+    alive: bool
+
+
+class EndpointTable:
+    """Operations on the endpoint table of one mapping."""
+
+    def __init__(self, buf: Any):
+        self._buf = buf
+
+    def _entry(self, slot: int) -> int:
+        return L.ENDPOINTS_OFF + slot * L.ENDPOINT_SIZE
+
+    def register(self, role: int, exclusive: bool) -> int:
+        """Claim an entry for this process in ``role``; returns its slot.
+
+        ``exclusive`` (single-producer or single-consumer) raises RoleError if
+        another live endpoint holds the role.
+        """
+        buf, pid = self._buf, os.getpid()
+        me = process_start_time(pid)
+        slot = self._claim(pack_word(pid, role, STATE_CLAIMING))
+        if slot < 0 and self.reap():
+            slot = self._claim(pack_word(pid, role, STATE_CLAIMING))
+        if slot < 0:
+            raise ShmringError(f"endpoint table full ({L.MAX_ENDPOINTS} attached handles)")
+        off = self._entry(slot)
+        _core.store64(buf, off + L.ENDPOINT_START, me)
+        _core.store64(buf, off + L.ENDPOINT_TOKEN, secrets.randbits(64))
+        if exclusive:
+            try:
+                self._take_ownership(role, slot)
+            except BaseException:
+                _core.store64(buf, off + L.ENDPOINT_WORD, 0)
+                raise
+        # SYNC POINT (release, in store64): the start time above is visible to
+        # whoever acquire-loads the ACTIVE word.
+        _core.store64(buf, off + L.ENDPOINT_WORD, pack_word(pid, role, STATE_ACTIVE))
+        _core.fetch_add32(buf, _LIVE_OFF[role], 1)
+        _core.store32(buf, _EVER_OFF[role], 1)
+        return slot
+
+    def _claim(self, word: int) -> int:
+        for slot in range(L.MAX_ENDPOINTS):
+            if _core.cas64(self._buf, self._entry(slot) + L.ENDPOINT_WORD, 0, word) == 0:
+                return slot
+        return -1
+
+    def _take_ownership(self, role: int, slot: int) -> None:
+        owner_off = _OWNER_OFF[role]
+        for _ in range(3):
+            seen = _core.cas64(self._buf, owner_off, 0, slot + 1)
+            if seen in (0, slot + 1):
+                return
+            if not self._holds(seen - 1, role):
+                _core.cas64(self._buf, owner_off, seen, 0)  # stale owner: its entry died or changed
+                continue
+            break
+        raise RoleError(
+            f"this ring already has a live {ROLE_NAMES[role]}; create it with "
+            f"multi_{ROLE_NAMES[role]}=True to have several"
+        )
+
+    def _holds(self, slot: int, role: int) -> bool:
+        if not 0 <= slot < L.MAX_ENDPOINTS:
+            return False
+        off = self._entry(slot)
+        pid, got_role, state = unpack_word(_core.load64(self._buf, off + L.ENDPOINT_WORD))
+        if state == 0 or got_role != role:
+            return False
+        if is_alive(pid, _core.load64(self._buf, off + L.ENDPOINT_START)):
+            return True
+        self._reap_entry(slot)
+        return False
+
+    def unregister(self, slot: int, role: int) -> None:
+        """Free our entry and drop the live hint."""
+        off = self._entry(slot)
+        word = _core.load64(self._buf, off + L.ENDPOINT_WORD)
+        if _core.cas64(self._buf, off + L.ENDPOINT_WORD, word, 0) == word and word != 0:
+            self._after_free(slot, role, was_active=unpack_word(word)[2] == STATE_ACTIVE)
+
+    def _after_free(self, slot: int, role: int, was_active: bool) -> None:
+        _core.cas64(self._buf, _OWNER_OFF[role], slot + 1, 0)
+        if was_active:
+            self._decrement_hint(role)
+
+    def _decrement_hint(self, role: int) -> None:
+        off = _LIVE_OFF[role]
+        while True:
+            cur = _core.load32(self._buf, off)
+            if cur == 0 or _core.cas32(self._buf, off, cur, cur - 1) == cur:
+                return
+
+    def _reap_entry(self, slot: int) -> bool:
+        off = self._entry(slot)
+        word = _core.load64(self._buf, off + L.ENDPOINT_WORD)
+        pid, role, state = unpack_word(word)
+        if state == 0 or is_alive(pid, _core.load64(self._buf, off + L.ENDPOINT_START) if state == STATE_ACTIVE else 0):
+            return False
+        # CAS on the whole word: if the entry was freed and reclaimed since we
+        # read it, the word differs and we leave the new owner alone.
+        if _core.cas64(self._buf, off + L.ENDPOINT_WORD, word, 0) != word:
+            return False
+        if role in _LIVE_OFF:
+            self._after_free(slot, role, was_active=state == STATE_ACTIVE)
+        return True
+
+    def reap(self) -> int:
+        """Free the entries of dead processes; returns how many."""
+        if os.environ.get("SHMRING_BROKEN") == "ignore_dead_producer":
+            return 0  # deliberately broken variant for the stress harness's own tests
+        return sum(self._reap_entry(slot) for slot in range(L.MAX_ENDPOINTS) if self._word(slot) != 0)
+
+    def _word(self, slot: int) -> int:
+        return int(_core.load64(self._buf, self._entry(slot) + L.ENDPOINT_WORD))
+
+    def live(self, role: int) -> int:
+        """Live endpoints in ``role``, after reaping the dead ones."""
+        self.reap()
+        n = 0
+        for slot in range(L.MAX_ENDPOINTS):
+            _, got_role, state = unpack_word(self._word(slot))
+            n += state != 0 and got_role == role
+        return n
+
+    def ever(self, role: int) -> bool:
+        return _core.load32(self._buf, _EVER_OFF[role]) != 0
+
+    def live_hint(self, role: int) -> int:
+        return int(_core.load32(self._buf, _LIVE_OFF[role]))
+
+    def entries(self) -> list[Endpoint]:
+        out = []
+        for slot in range(L.MAX_ENDPOINTS):
+            word = self._word(slot)
+            if word == 0:
+                continue
+            pid, role, state = unpack_word(word)
+            start = int(_core.load64(self._buf, self._entry(slot) + L.ENDPOINT_START))
+            out.append(
+                Endpoint(
+                    slot=slot,
+                    pid=pid,
+                    role=ROLE_NAMES.get(role, f"role {role}"),
+                    state={STATE_CLAIMING: "claiming", STATE_ACTIVE: "active"}.get(state, f"state {state}"),
+                    start_time=start,
+                    alive=is_alive(pid, start if state == STATE_ACTIVE else 0),
+                )
+            )
+        return out

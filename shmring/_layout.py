@@ -1,0 +1,254 @@
+"""The shared header: every byte offset of a shmring region, in one place.
+
+A region starts with one 4096-byte header page, then the data area.  The
+first 512 bytes are immutable after creation and covered by a CRC-32; the
+rest are the moving parts, each group on its own 128-byte line (two 64-byte
+cache lines, because Intel's adjacent-line prefetcher pairs them) so that
+the producer's and the consumer's stores never share a line.
+
+Changing any offset here is a format change: bump ``VERSION``.  The same
+table, with prose, is in docs/layout.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import math
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+
+from .errors import LayoutError
+
+MAGIC = b"SHMRING\x00"
+VERSION = 1
+PAGE = 4096
+LINE = 128  # false-sharing unit: two cache lines
+HEADER_SIZE = PAGE
+DATA_OFFSET = HEADER_SIZE
+
+KIND_RING = 1
+KIND_NAMES = {KIND_RING: "Ring"}
+
+SYNC_LOCKFREE = 0
+SYNC_SEMAPHORE = 1
+FLAG_MULTI_PRODUCER = 1 << 0
+FLAG_MULTI_CONSUMER = 1 << 1
+
+MAX_NDIM = 8
+DESCR_BYTES = 256
+
+# --- immutable part: written once by the creator, covered by CHECKSUM -------
+# offset, struct format, meaning
+MAGIC_OFF = 0  # 8s  b"SHMRING\0"
+VERSION_OFF = 8  # I   format version
+KIND_OFF = 12  # I   structure kind (KIND_*)
+HEADER_SIZE_OFF = 16  # I   bytes before the data area (4096)
+FLAGS_OFF = 20  # I   bits 0-1 multi-producer/-consumer; bits 8-15 sync flavour
+TOTAL_SIZE_OFF = 24  # Q   bytes the creator mapped (page multiple)
+CAPACITY_OFF = 32  # Q   slots
+SLOT_SIZE_OFF = 40  # Q   bytes per slot = itemsize * prod(shape)
+DATA_OFFSET_OFF = 48  # Q   offset of slot 0
+NDIM_OFF = 56  # I   len(shape), <= MAX_NDIM
+DESCR_LEN_OFF = 60  # I   bytes used in DESCR
+SHAPE_OFF = 64  # 8Q  slot shape, unused dims 0
+DESCR_OFF = 128  # 256s repr of numpy's dtype descr, ASCII
+CREATED_NS_OFF = 384  # Q   creation time, ns since the epoch (for `shmring ls`)
+CREATOR_PID_OFF = 392  # Q   pid of the creating process (informational)
+CHECKSUM_OFF = 504  # Q   CRC-32 of bytes [0, 504)
+IMMUTABLE_END = 512
+
+# --- producer line: written by the producer on every put ---------------------
+HEAD_OFF = 512  # Q   next index to write (free-running)
+CACHED_TAIL_OFF = 520  # Q   producer's last view of TAIL (saves reading the consumer's line)
+
+# --- consumer line: written by the consumer on every get ---------------------
+TAIL_OFF = 640  # Q   next index to read (free-running)
+CACHED_HEAD_OFF = 648  # Q   consumer's last view of HEAD
+
+# --- waiter line: written only around sleeping --------------------------------
+CONSUMER_WAITERS_OFF = 768  # I   consumers asleep on HEAD's low half
+PRODUCER_WAITERS_OFF = 772  # I   producers asleep on TAIL's low half
+
+# --- endpoint summary line: written on attach/close/reap ----------------------
+PRODUCERS_EVER_OFF = 896  # I   1 once any producer registered
+PRODUCERS_LIVE_OFF = 900  # I   hint: registered producers (the table is the truth)
+CONSUMERS_EVER_OFF = 904  # I   1 once any consumer registered
+CONSUMERS_LIVE_OFF = 908  # I   hint: registered consumers
+PRODUCER_OWNER_OFF = 912  # Q   single-producer rings: 1 + endpoint slot holding the role
+CONSUMER_OWNER_OFF = 920  # Q   single-consumer rings: likewise
+
+# --- endpoint table -----------------------------------------------------------
+ENDPOINTS_OFF = 1024
+ENDPOINT_SIZE = 32
+MAX_ENDPOINTS = 64
+# each entry: +0 Q word = pid | role << 32 | state << 40 ; +8 Q start time
+#             (clock ticks since boot, /proc/pid/stat field 22); +16 Q token
+ENDPOINT_WORD = 0
+ENDPOINT_START = 8
+ENDPOINT_TOKEN = 16
+ENDPOINTS_END = ENDPOINTS_OFF + MAX_ENDPOINTS * ENDPOINT_SIZE
+
+_LINES = [
+    (HEAD_OFF, CACHED_TAIL_OFF),
+    (TAIL_OFF, CACHED_HEAD_OFF),
+    (CONSUMER_WAITERS_OFF, PRODUCER_WAITERS_OFF),
+    (PRODUCERS_EVER_OFF, CONSUMER_OWNER_OFF),
+]
+for _first, _last in _LINES:
+    assert _first % LINE == 0 and _last // LINE == _first // LINE, "group must own one 128-byte line"
+assert IMMUTABLE_END <= HEAD_OFF and CHECKSUM_OFF + 8 == IMMUTABLE_END
+assert ENDPOINTS_OFF % LINE == 0 and ENDPOINTS_END <= HEADER_SIZE
+assert DESCR_OFF + DESCR_BYTES <= CREATED_NS_OFF and SHAPE_OFF + 8 * MAX_NDIM <= DESCR_OFF
+for _off in (HEAD_OFF, CACHED_TAIL_OFF, TAIL_OFF, CACHED_HEAD_OFF, PRODUCER_OWNER_OFF, CONSUMER_OWNER_OFF):
+    assert _off % 8 == 0
+for _off in (CONSUMER_WAITERS_OFF, PRODUCER_WAITERS_OFF, PRODUCERS_LIVE_OFF, CONSUMERS_LIVE_OFF):
+    assert _off % 4 == 0
+
+# Order the C core's SpscRing expects its offsets in (see _core.c, OFF_*).
+RING_CORE_OFFSETS = (
+    HEAD_OFF,
+    TAIL_OFF,
+    CACHED_TAIL_OFF,
+    CACHED_HEAD_OFF,
+    CONSUMER_WAITERS_OFF,
+    PRODUCER_WAITERS_OFF,
+    CONSUMERS_EVER_OFF,
+    CONSUMERS_LIVE_OFF,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """The immutable part of a header, decoded and checked."""
+
+    kind: int
+    capacity: int
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    flags: int = 0
+    sync: int = SYNC_LOCKFREE
+
+    @property
+    def slot_size(self) -> int:
+        return int(self.dtype.itemsize * math.prod(self.shape))
+
+    @property
+    def total_size(self) -> int:
+        data = self.capacity * self.slot_size
+        return DATA_OFFSET + -(-data // PAGE) * PAGE
+
+    @property
+    def multi_producer(self) -> bool:
+        return bool(self.flags & FLAG_MULTI_PRODUCER)
+
+    @property
+    def multi_consumer(self) -> bool:
+        return bool(self.flags & FLAG_MULTI_CONSUMER)
+
+
+def _descr_bytes(dtype: np.dtype[Any]) -> bytes:
+    text = repr(np.lib.format.dtype_to_descr(dtype)).encode("ascii")
+    if len(text) > DESCR_BYTES:
+        raise ValueError(f"dtype {dtype} is too complex to describe in {DESCR_BYTES} bytes")
+    return text
+
+
+def check_dtype(dtype: Any) -> np.dtype[Any]:
+    """Normalise ``dtype`` and refuse the ones shared memory cannot hold."""
+    dt: np.dtype[Any] = np.dtype(dtype)
+    if dt.hasobject:
+        raise TypeError(f"dtype {dt} holds Python objects, which cannot live in shared memory")
+    if dt.itemsize == 0:
+        raise ValueError(f"dtype {dt} has no size")
+    _descr_bytes(dt)
+    return dt
+
+
+def encode_header(geo: Geometry, created_ns: int, creator_pid: int) -> bytes:
+    """The immutable 512 bytes of a header, magic and checksum included.
+
+    The creator copies bytes [8, 512) into the region first and publishes the
+    magic last with a release store (``_region.publish_header``), so a peer
+    that sees the magic sees a complete header.
+    """
+    descr = _descr_bytes(geo.dtype)
+    if len(geo.shape) > MAX_NDIM:
+        raise ValueError(f"at most {MAX_NDIM} dimensions per slot")
+    buf = bytearray(IMMUTABLE_END)
+    struct.pack_into("<8s", buf, MAGIC_OFF, MAGIC)
+    struct.pack_into("<IIII", buf, VERSION_OFF, VERSION, geo.kind, HEADER_SIZE, geo.flags | (geo.sync << 8))
+    struct.pack_into(
+        "<QQQQII",
+        buf,
+        TOTAL_SIZE_OFF,
+        geo.total_size,
+        geo.capacity,
+        geo.slot_size,
+        DATA_OFFSET,
+        len(geo.shape),
+        len(descr),
+    )
+    struct.pack_into(f"<{MAX_NDIM}Q", buf, SHAPE_OFF, *geo.shape, *([0] * (MAX_NDIM - len(geo.shape))))
+    struct.pack_into(f"<{DESCR_BYTES}s", buf, DESCR_OFF, descr)
+    struct.pack_into("<QQ", buf, CREATED_NS_OFF, created_ns, creator_pid)
+    struct.pack_into("<Q", buf, CHECKSUM_OFF, checksum(buf))
+    return bytes(buf)
+
+
+MAGIC_WORD = struct.unpack("=Q", MAGIC)[0]  # native: store64 writes it as MAGIC
+
+
+def checksum(buf: Any) -> int:
+    return zlib.crc32(bytes(memoryview(buf)[:CHECKSUM_OFF]))
+
+
+def read_header(buf: Any, mapped_size: int, kind: int) -> Geometry:
+    """Decode and validate a header; any inconsistency raises LayoutError.
+
+    Only the first page is read, and only after ``mapped_size`` (the real size
+    of the segment) has been checked to hold it.
+    """
+    if mapped_size < HEADER_SIZE:
+        raise LayoutError(f"segment of {mapped_size} bytes is too small for a shmring header")
+    (magic,) = struct.unpack_from("<8s", buf, MAGIC_OFF)
+    if magic != MAGIC:
+        raise LayoutError("not a shmring region (bad magic)")
+    version, got_kind, header_size, flags = struct.unpack_from("<IIII", buf, VERSION_OFF)
+    if version != VERSION:
+        raise LayoutError(f"region has format version {version}; this shmring reads version {VERSION}")
+    (stored,) = struct.unpack_from("<Q", buf, CHECKSUM_OFF)
+    if stored != checksum(buf):
+        raise LayoutError("header checksum mismatch: the region is corrupt")
+    if got_kind != kind:
+        have = KIND_NAMES.get(got_kind, f"kind {got_kind}")
+        raise LayoutError(f"region holds a {have}, not a {KIND_NAMES.get(kind, kind)}")
+    total, capacity, slot_size, data_off, ndim, descr_len = struct.unpack_from("<QQQQII", buf, TOTAL_SIZE_OFF)
+    if header_size != HEADER_SIZE or data_off != DATA_OFFSET:
+        raise LayoutError("header size or data offset differs from this format's")
+    if ndim > MAX_NDIM or descr_len > DESCR_BYTES or descr_len == 0:
+        raise LayoutError("header geometry out of range")
+    shape = tuple(int(d) for d in struct.unpack_from(f"<{ndim}Q", buf, SHAPE_OFF))
+    (raw_descr,) = struct.unpack_from(f"<{descr_len}s", buf, DESCR_OFF)
+    try:
+        dtype = np.lib.format.descr_to_dtype(ast.literal_eval(raw_descr.decode("ascii")))
+        dtype = check_dtype(dtype)
+    except Exception as exc:  # any failure here means a bad header
+        raise LayoutError(f"header holds an unreadable dtype: {raw_descr!r}") from exc
+    geo = Geometry(kind=kind, capacity=int(capacity), shape=shape, dtype=dtype, flags=flags & 0xFF, sync=flags >> 8)
+    if capacity < 1 or geo.slot_size != slot_size or slot_size < 1:
+        raise LayoutError("header geometry is inconsistent (capacity, slot size, dtype, shape)")
+    if geo.total_size != total:
+        raise LayoutError(f"header says {total} bytes but its geometry needs {geo.total_size}")
+    if total > mapped_size:
+        raise LayoutError(f"header says {total} bytes but the segment has only {mapped_size}")
+    return geo
+
+
+def header_info(buf: Any) -> dict[str, int]:
+    """Creation time and creator of a validated header (for tools)."""
+    created_ns, creator_pid = struct.unpack_from("<QQ", buf, CREATED_NS_OFF)
+    return {"created_ns": int(created_ns), "creator_pid": int(creator_pid)}

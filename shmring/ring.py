@@ -1,0 +1,513 @@
+"""Ring: a bounded FIFO of fixed-shape numpy items in shared memory.
+
+The per-item methods (``put``, ``get`` and their ``_nowait`` forms) are C
+methods of :class:`shmring._core.SpscRing`; they handle the common case in
+one call and fall back to ``_put_slow`` / ``_get_slow`` here for everything
+else: converting items, registering as producer or consumer, waiting,
+noticing dead peers and raising.  The ordering argument is in docs/design.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import queue
+import time
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _core, _lifetime
+from . import _layout as L
+from ._endpoints import CONSUMER, PRODUCER, Endpoint, EndpointTable
+from ._region import Region
+
+__all__ = ["Ring"]
+
+# Longest single sleep of a blocked call: how often it re-checks that its
+# peers are alive (DESIGN: a dead peer is noticed within about a second).
+LIVENESS_INTERVAL_S = 0.1
+
+SYNCS = ("lockfree", "semaphore")
+
+
+def _deadline(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if not timeout >= 0:  # also refuses NaN
+        raise ValueError("'timeout' must be a non-negative number")
+    return time.monotonic() + timeout
+
+
+def _attach(name: str, backend: str) -> Ring:
+    return Ring.attach(name, backend=backend)
+
+
+class Ring(_core.SpscRing):
+    """A ring of ``capacity`` slots, each one numpy array of ``shape`` and
+    ``dtype``, shared between processes.
+
+    ``Ring(...)`` creates a region (named ``name``, or a fresh name when None)
+    and ``Ring.attach(name)`` opens an existing one.  A handle becomes the
+    producer on its first put and the consumer on its first get; ``get``
+    raises ``EOFError`` once every producer has closed or died and the ring
+    is drained, ``put`` raises ``BrokenPipeError`` once every consumer has.
+    """
+
+    # Class-level defaults keep close()/unlink()/__del__ safe on a half-built
+    # object (construction failed part-way).
+    _region: Region | None = None
+    _closed: bool = True
+    _geo: L.Geometry
+    _slots: dict[int, int]  # role -> endpoint slot of this handle
+    _next_scan: float = 0.0
+    _in_view: bool = False
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        capacity: int,
+        shape: int | tuple[int, ...] = (),
+        dtype: npt.DTypeLike = np.uint8,
+        multi_producer: bool = False,
+        multi_consumer: bool = False,
+        sync: str = "lockfree",
+        backend: str = "shm",
+        mode: int = 0o600,
+    ) -> None:
+        geo = _geometry(capacity, shape, dtype, multi_producer, multi_consumer, sync)
+        region = Region.create(name, geo.total_size, backend, mode)
+        try:
+            assert region.mapping is not None
+            region.publish_header(L.encode_header(geo, time.time_ns(), os.getpid()))
+            self._open(region, geo)
+        except BaseException:
+            region.close()
+            region.unlink()
+            raise
+
+    @classmethod
+    def attach(cls, name: str, *, backend: str = "shm") -> Ring:
+        """Open an existing ring by name (a path for ``backend="file"``)."""
+        region = Region.attach(name, backend)
+        try:
+            assert region.mapping is not None
+            geo = L.read_header(region.mapping, region.size, L.KIND_RING)
+            _check_supported(geo)
+            ring = cls.__new__(cls)
+            ring._open(region, geo)
+        except BaseException:
+            region.close()
+            raise
+        return ring
+
+    def _open(self, region: Region, geo: L.Geometry) -> None:
+        assert region.mapping is not None
+        self._bind(
+            region.mapping, geo.capacity, geo.slot_size, L.DATA_OFFSET, geo.dtype, geo.shape, L.RING_CORE_OFFSETS
+        )
+        self._region = region
+        self._geo = geo
+        self._table = EndpointTable(region.mapping)
+        self._slots = {}
+        self._closed = False
+        _lifetime.track(self)
+
+    # -- geometry ----------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        """Number of slots."""
+        return self._geo.capacity
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one item."""
+        return self._geo.shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """dtype of the items."""
+        return self._geo.dtype
+
+    @property
+    def name(self) -> str | None:
+        """Name of the region (a path for file rings; None for anon rings)."""
+        return self._region.name if self._region is not None else None
+
+    @property
+    def backend(self) -> str:
+        return self._region.backend if self._region is not None else "shm"
+
+    @property
+    def multi_producer(self) -> bool:
+        return self._geo.multi_producer
+
+    @property
+    def multi_consumer(self) -> bool:
+        return self._geo.multi_consumer
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.qsize()}/{self.capacity}"
+        return (
+            f"<shmring.Ring {self.name!r} {self.backend} {state} shape={self.shape} dtype={self.dtype}>"
+            if hasattr(self, "_geo")
+            else "<shmring.Ring (unopened)>"
+        )
+
+    # -- sizes ---------------------------------------------------------------------
+    def qsize(self) -> int:
+        """Items published and not yet consumed (a snapshot)."""
+        head, tail = self._indices()
+        return int(head - tail)
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        return self.qsize() >= self.capacity
+
+    # -- conversion ------------------------------------------------------------------
+    def _coerce(self, item: Any, batch: bool) -> np.ndarray[Any, Any]:
+        """Item(s) as a C-contiguous array of the ring's dtype; ValueError for
+        a wrong shape, TypeError when numpy's same_kind rule forbids the cast."""
+        dtype, shape = self._geo.dtype, self._geo.shape
+        if isinstance(item, (np.ndarray, np.generic)):
+            src = np.asarray(item)
+            if not np.can_cast(src.dtype, dtype, "same_kind"):
+                raise TypeError(f"cannot put {src.dtype} into a ring of {dtype} (numpy's same_kind rule)")
+        else:
+            if dtype.names is None:
+                probe = np.asarray(item)
+                integral = probe.dtype.kind in "biu" and dtype.kind in "iu"
+                if probe.dtype.hasobject or not (integral or np.can_cast(probe.dtype, dtype, "same_kind")):
+                    raise TypeError(f"cannot put {probe.dtype} data into a ring of {dtype} (same_kind rule)")
+            src = np.asarray(item, dtype=dtype)  # Python ints out of range raise OverflowError
+        want = ("n", *shape) if batch else shape
+        got = src.shape[1:] if batch else src.shape
+        if got != shape or (batch and src.ndim != len(shape) + 1):
+            raise ValueError(f"item has shape {src.shape}, expected {want}".replace("'n'", "n"))
+        return np.ascontiguousarray(src, dtype=dtype)
+
+    # -- roles and liveness ----------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("ring is closed")
+
+    def _become(self, role: int) -> None:
+        """Register this handle as producer or consumer on first use."""
+        if self._in_view:
+            raise RuntimeError(f"cannot {'put' if role == PRODUCER else 'get'} while a reserve()/borrow() is open")
+        if role in self._slots:
+            self._role = self._role | role
+            return
+        exclusive = not (self.multi_producer if role == PRODUCER else self.multi_consumer)
+        self._slots[role] = self._table.register(role, exclusive)
+        self._role = self._role | role
+        self._wake_all()
+
+    def _peers_gone(self, role: int) -> bool:
+        """True once the other side was ever there and is now all gone.
+
+        The live-count hint answers the common case for free; the table scan
+        (which reaps dead processes) runs when the hint says zero, or every
+        LIVENESS_INTERVAL_S while we wait.
+        """
+        if not self._table.ever(role):
+            return False
+        now = time.monotonic()
+        if self._table.live_hint(role) != 0 and now < self._next_scan:
+            return False
+        self._next_scan = now + LIVENESS_INTERVAL_S
+        return self._table.live(role) == 0
+
+    def _sleep(self, wait: Any, deadline: float | None) -> bool:
+        """One bounded wait; False once the deadline has passed."""
+        if deadline is None:
+            wait(LIVENESS_INTERVAL_S)
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        wait(min(left, LIVENESS_INTERVAL_S))
+        return True
+
+    def _broken_pipe(self) -> NoReturn:
+        raise BrokenPipeError("every consumer of this ring has closed or died")
+
+    # -- producing ----------------------------------------------------------------------
+    def _put_slow(self, item: Any, block: bool, timeout: float | None) -> None:
+        self._check_open()
+        arr = self._coerce(item, batch=False)
+        self._become(PRODUCER)
+        deadline = _deadline(timeout)
+        while True:
+            if self._peers_gone(CONSUMER):
+                self._broken_pipe()
+            if self._try_put(arr):
+                return
+            if not block or not self._sleep(self._wait_writable, deadline):
+                raise queue.Full
+
+    def put_many(self, items: Any, block: bool = True, timeout: float | None = None) -> int:
+        """Put ``items`` (shape ``(n, *shape)``) in order; returns how many went
+        in: all of them, unless the timeout expired part-way.  Raises
+        ``queue.Full`` if none could go in."""
+        self._check_open()
+        arr = self._coerce(items, batch=True)
+        n = len(arr)
+        if n == 0:
+            return 0
+        self._become(PRODUCER)
+        deadline = _deadline(timeout)
+        done = 0
+        while True:
+            if self._peers_gone(CONSUMER):
+                if done:
+                    return done
+                self._broken_pipe()
+            done += self._try_put_many(arr, done)
+            if done == n:
+                return n
+            if not block or not self._sleep(self._wait_writable, deadline):
+                if done:
+                    return done
+                raise queue.Full
+
+    @contextlib.contextmanager
+    def reserve(self, timeout: float | None = None) -> Iterator[np.ndarray[Any, Any]]:
+        """Write the next slot in place: yields a writable view of it.
+
+        The slot is published when the block exits normally and dropped if it
+        raises.  The view must not be used after the block.  ``timeout=0``
+        does not wait (``queue.Full`` when the ring is full).
+        """
+        self._check_open()
+        self._become(PRODUCER)
+        deadline = _deadline(timeout)
+        while True:
+            if self._peers_gone(CONSUMER):
+                self._broken_pipe()
+            offset = self._write_claim()
+            if offset >= 0:
+                break
+            if not self._sleep(self._wait_writable, deadline):
+                raise queue.Full
+        view = self._view(offset, 1, writeable=True)[0]
+        with self._exclusive_view(PRODUCER):
+            yield view
+        self._write_publish()
+
+    # -- consuming ----------------------------------------------------------------------
+    def _get_slow(self, block: bool, timeout: float | None) -> np.ndarray[Any, Any]:
+        self._check_open()
+        self._become(CONSUMER)
+        deadline = _deadline(timeout)
+        while True:
+            item = self._try_get()
+            if item is not None:
+                return item
+            self._raise_if_eof()
+            if not block or not self._sleep(self._wait_readable, deadline):
+                raise queue.Empty
+
+    def _raise_if_eof(self) -> None:
+        """EOFError if every producer is gone and nothing is left.
+
+        A producer publishes its last item before it unregisters, so once we
+        see it gone, a second look at the indices sees everything it sent.
+        """
+        if self._peers_gone(PRODUCER):
+            head, tail = self._indices()
+            if head == tail:
+                raise EOFError("every producer of this ring has closed or died, and it is drained")
+
+    def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> np.ndarray[Any, Any]:
+        """Remove 1..max_items items (as many as are ready) and return a copy,
+        shape ``(k, *shape)``."""
+        self._check_open()
+        max_items = _positive_int(max_items, "max_items")
+        self._become(CONSUMER)
+        deadline = _deadline(timeout)
+        while True:
+            items = self._try_get_many(max_items)
+            if items is not None:
+                return items
+            self._raise_if_eof()
+            if not block or not self._sleep(self._wait_readable, deadline):
+                raise queue.Empty
+
+    @contextlib.contextmanager
+    def borrow(self, timeout: float | None = None) -> Iterator[np.ndarray[Any, Any]]:
+        """Read the oldest item in place: yields a read-only view, consumed
+        when the block exits (normally or not).  The view must not be used
+        after the block: the producer may overwrite the slot."""
+        with self.borrow_many(1, timeout) as items:
+            yield items[0]
+
+    @contextlib.contextmanager
+    def borrow_many(self, max_items: int, timeout: float | None = None) -> Iterator[np.ndarray[Any, Any]]:
+        """Like borrow, for up to ``max_items`` oldest items as one contiguous
+        ``(k, *shape)`` view; k may be less than ready items where the ring
+        wraps."""
+        self._check_open()
+        max_items = _positive_int(max_items, "max_items")
+        self._become(CONSUMER)
+        deadline = _deadline(timeout)
+        while True:
+            offset, count = self._read_peek(max_items)
+            if count:
+                break
+            self._raise_if_eof()
+            if not self._sleep(self._wait_readable, deadline):
+                raise queue.Empty
+        view = self._view(offset, count, writeable=False)
+        try:
+            with self._exclusive_view(CONSUMER):
+                yield view
+        finally:
+            self._read_release(count)
+
+    # -- views ----------------------------------------------------------------------------
+    def _view(self, offset: int, count: int, writeable: bool) -> np.ndarray[Any, Any]:
+        assert self._region is not None and self._region.mapping is not None
+        n = count * math.prod(self.shape)
+        arr = np.frombuffer(self._region.mapping, self.dtype, n, offset).reshape((count, *self.shape))
+        arr.flags.writeable = writeable
+        return arr
+
+    @contextlib.contextmanager
+    def _exclusive_view(self, role: int) -> Iterator[None]:
+        """While a reserve/borrow view is open, per-item calls of that role go
+        to the slow path, which refuses them (they would race the view)."""
+        if self._in_view:
+            raise RuntimeError("reserve()/borrow() blocks on one handle cannot nest")
+        self._in_view = True
+        self._role = self._role & ~role
+        try:
+            yield
+        finally:
+            self._in_view = False
+            if not self._closed:
+                self._role = self._role | role
+
+    # -- lifetime -------------------------------------------------------------------------
+    def endpoints(self) -> list[Endpoint]:
+        """The attached producers and consumers, as the header records them."""
+        self._check_open()
+        return self._table.entries()
+
+    def close(self) -> None:
+        """Leave as producer/consumer (peers see EOF/EPIPE at once) and unmap.
+
+        The handle that created a shm region also unlinks it.  Safe to call
+        twice.  Views from borrow()/reserve() keep the mapping alive until
+        they are gone.
+        """
+        if self._closed or self._region is None:
+            return
+        self._closed = True
+        _lifetime.untrack(self)
+        try:
+            for role, slot in self._slots.items():
+                self._table.unregister(slot, role)
+            self._slots = {}
+            self._role = 0
+            self._wake_all()
+        finally:
+            self._release()
+            region = self._region
+            if region.owner and region.backend == "shm":
+                region.unlink()
+            region.close()
+
+    def unlink(self) -> None:
+        """Remove the ring's name now (a file ring's file too).  Open handles
+        keep working; a new ``attach`` raises FileNotFoundError."""
+        if self._region is not None:
+            self._region.unlink()
+
+    def flush(self) -> None:
+        """msync a file ring to disk (a no-op for shm and anon rings)."""
+        if self._region is not None:
+            self._region.flush()
+
+    def _after_fork_in_child(self) -> None:
+        self._slots = {}
+        self._role = 0
+        if self._region is not None:
+            self._region.creator_pid = 0
+
+    def __enter__(self) -> Ring:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finalizer
+            pass
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._region is None or self._region.backend == "anon" or self.name is None:
+            raise TypeError(
+                "an anon Ring cannot be pickled: it is shared only with fork children "
+                "(use backend='shm' to pass it to spawned processes)"
+            )
+        return (_attach, (self.name, self.backend))
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{what} must be at least 1, not {value}")
+    return int(value)
+
+
+def _check_supported(geo: L.Geometry) -> None:
+    if geo.multi_producer or geo.multi_consumer or geo.sync != L.SYNC_LOCKFREE:
+        raise NotImplementedError(
+            "this shmring builds single-producer/single-consumer lock-free rings only; "
+            "multi-producer/consumer and semaphore rings are not built yet"
+        )
+
+
+def _geometry(
+    capacity: Any, shape: Any, dtype: Any, multi_producer: bool, multi_consumer: bool, sync: str
+) -> L.Geometry:
+    capacity = _positive_int(capacity, "capacity")
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        shape = tuple(int(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"shape must be an int or a tuple of ints, not {shape!r}") from None
+    if any(d < 0 for d in shape) or len(shape) > L.MAX_NDIM:
+        raise ValueError(f"shape must have at most {L.MAX_NDIM} non-negative dimensions, not {shape}")
+    dt = L.check_dtype(dtype)
+    if sync not in SYNCS:
+        raise ValueError(f"sync must be one of {SYNCS}, not {sync!r}")
+    geo = L.Geometry(
+        kind=L.KIND_RING,
+        capacity=capacity,
+        shape=shape,
+        dtype=dt,
+        flags=(L.FLAG_MULTI_PRODUCER if multi_producer else 0) | (L.FLAG_MULTI_CONSUMER if multi_consumer else 0),
+        sync=L.SYNC_SEMAPHORE if sync == "semaphore" else L.SYNC_LOCKFREE,
+    )
+    if geo.slot_size == 0:
+        raise ValueError(f"items of shape {shape} and dtype {dt} have no bytes")
+    if capacity > (1 << 48) or geo.total_size > (1 << 46):
+        raise ValueError(f"a ring of {capacity} slots of {geo.slot_size} bytes is too large")
+    _check_supported(geo)
+    return geo
