@@ -851,7 +851,9 @@ ring_try_get_raw(SpscRing *r, uint64_t max, int batch)
     /* Relaxed: tail is written only by this (the consuming) side. */
     uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_relaxed);
     uint64_t avail;
-    if (consumer_avail(r, tail, 1, &avail) < 0) return NULL;
+    /* Ask for max: a batch takes everything ready, not just what the cached
+     * head promised. */
+    if (consumer_avail(r, tail, max, &avail) < 0) return NULL;
     if (avail == 0) return Py_None;
     uint64_t k = avail < max ? avail : max;
     npy_intp dims[NPY_MAXDIMS];
@@ -1130,7 +1132,7 @@ ring_read_peek(SpscRing *r, PyObject *arg)
     if (check_consumer_call(r) < 0) return NULL;
     uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_relaxed);
     uint64_t avail;
-    if (consumer_avail(r, tail, 1, &avail) < 0) return NULL;
+    if (consumer_avail(r, tail, (uint64_t)max, &avail) < 0) return NULL;
     uint64_t slot = tail % r->capacity;
     uint64_t k = avail < (uint64_t)max ? avail : (uint64_t)max;
     if (k > r->capacity - slot) k = r->capacity - slot;
@@ -1299,11 +1301,11 @@ ring_get_bound(SpscRing *r, void *unused)
 
 static PyMethodDef ring_methods[] = {
     {"put", (PyCFunction)(void (*)(void))ring_put, METH_FASTCALL | METH_KEYWORDS,
-     "put(item, block=True, timeout=None)\n--\n\nCopy item into the next slot."},
-    {"put_nowait", (PyCFunction)ring_put_nowait, METH_O, "put_nowait(item)\n--\n\nput(item, block=False)."},
+     "put($self, /, item, block=True, timeout=None)\n--\n\nCopy item into the next slot."},
+    {"put_nowait", (PyCFunction)ring_put_nowait, METH_O, "put_nowait($self, item, /)\n--\n\nput(item, block=False)."},
     {"get", (PyCFunction)(void (*)(void))ring_get, METH_FASTCALL | METH_KEYWORDS,
-     "get(block=True, timeout=None)\n--\n\nRemove the oldest item and return a copy of it."},
-    {"get_nowait", (PyCFunction)ring_get_nowait, METH_NOARGS, "get_nowait()\n--\n\nget(block=False)."},
+     "get($self, /, block=True, timeout=None)\n--\n\nRemove the oldest item and return a copy of it."},
+    {"get_nowait", (PyCFunction)ring_get_nowait, METH_NOARGS, "get_nowait($self, /)\n--\n\nget(block=False)."},
     {"_bind", (PyCFunction)ring_bind, METH_VARARGS, NULL},
     {"_release", (PyCFunction)ring_release, METH_NOARGS, NULL},
     {"_try_put", (PyCFunction)ring_try_put, METH_O, NULL},

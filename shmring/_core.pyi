@@ -4,6 +4,7 @@ from typing import Any
 
 import numpy as np
 from _typeshed import WriteableBuffer
+from typing_extensions import disjoint_base
 
 ROLE_PRODUCER: int
 ROLE_CONSUMER: int
@@ -20,6 +21,7 @@ def futex_wait(buf: WriteableBuffer, off: int, expected: int, timeout: float | N
 def futex_wake(buf: WriteableBuffer, off: int, n: int, /) -> int: ...
 def _test_config() -> dict[str, Any]: ...
 
+@disjoint_base
 class SpscRing:
     _role: int
     @property

@@ -57,7 +57,8 @@ DESCR_LEN_OFF = 60  # I   bytes used in DESCR
 SHAPE_OFF = 64  # 8Q  slot shape, unused dims 0
 DESCR_OFF = 128  # 256s repr of numpy's dtype descr, ASCII
 CREATED_NS_OFF = 384  # Q   creation time, ns since the epoch (for `shmring ls`)
-CREATOR_PID_OFF = 392  # Q   pid of the creating process (informational)
+CREATOR_PID_OFF = 392  # Q   pid of the creating process (for `shmring gc`)
+CREATOR_START_OFF = 400  # Q   its start time (clock ticks since boot), so a recycled pid is not it
 CHECKSUM_OFF = 504  # Q   CRC-32 of bytes [0, 504)
 IMMUTABLE_END = 512
 
@@ -168,7 +169,7 @@ def check_dtype(dtype: Any) -> np.dtype[Any]:
     return dt
 
 
-def encode_header(geo: Geometry, created_ns: int, creator_pid: int) -> bytes:
+def encode_header(geo: Geometry, created_ns: int, creator_pid: int, creator_start: int) -> bytes:
     """The immutable 512 bytes of a header, magic and checksum included.
 
     The creator copies bytes [8, 512) into the region first and publishes the
@@ -194,7 +195,7 @@ def encode_header(geo: Geometry, created_ns: int, creator_pid: int) -> bytes:
     )
     struct.pack_into(f"<{MAX_NDIM}Q", buf, SHAPE_OFF, *geo.shape, *([0] * (MAX_NDIM - len(geo.shape))))
     struct.pack_into(f"<{DESCR_BYTES}s", buf, DESCR_OFF, descr)
-    struct.pack_into("<QQ", buf, CREATED_NS_OFF, created_ns, creator_pid)
+    struct.pack_into("<QQQ", buf, CREATED_NS_OFF, created_ns, creator_pid, creator_start)
     struct.pack_into("<Q", buf, CHECKSUM_OFF, checksum(buf))
     return bytes(buf)
 
@@ -250,5 +251,5 @@ def read_header(buf: Any, mapped_size: int, kind: int) -> Geometry:
 
 def header_info(buf: Any) -> dict[str, int]:
     """Creation time and creator of a validated header (for tools)."""
-    created_ns, creator_pid = struct.unpack_from("<QQ", buf, CREATED_NS_OFF)
-    return {"created_ns": int(created_ns), "creator_pid": int(creator_pid)}
+    created_ns, creator_pid, creator_start = struct.unpack_from("<QQQ", buf, CREATED_NS_OFF)
+    return {"created_ns": created_ns, "creator_pid": creator_pid, "creator_start": creator_start}

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from . import _core, _lifetime
 from . import _layout as L
-from ._endpoints import CONSUMER, PRODUCER, Endpoint, EndpointTable
+from ._endpoints import CONSUMER, PRODUCER, Endpoint, EndpointTable, process_start_time
 from ._region import Region
 
 __all__ = ["Ring"]
@@ -83,7 +83,8 @@ class Ring(_core.SpscRing):
         region = Region.create(name, geo.total_size, backend, mode)
         try:
             assert region.mapping is not None
-            region.publish_header(L.encode_header(geo, time.time_ns(), os.getpid()))
+            header = L.encode_header(geo, time.time_ns(), os.getpid(), process_start_time(os.getpid()))
+            region.publish_header(header)
             self._open(region, geo)
         except BaseException:
             region.close()
@@ -194,7 +195,7 @@ class Ring(_core.SpscRing):
         got = src.shape[1:] if batch else src.shape
         if got != shape or (batch and src.ndim != len(shape) + 1):
             raise ValueError(f"item has shape {src.shape}, expected {want}".replace("'n'", "n"))
-        return np.ascontiguousarray(src, dtype=dtype)
+        return np.asarray(src, dtype=dtype, order="C")  # (ascontiguousarray would make 0-d items 1-d)
 
     # -- roles and liveness ----------------------------------------------------------
     def _check_open(self) -> None:

@@ -1,0 +1,33 @@
+# Developer shortcuts; CI runs .ci/run, which uses the same commands.
+PY ?= python
+
+.PHONY: build test lint typecheck sanitize stress-quick stress-tough bench clean
+
+build:            ## rebuild the C core in place after editing shmring/_core.c
+	$(PY) setup.py -q build_ext --inplace
+
+test: build       ## the README's test command
+	$(PY) -m pytest -q
+
+lint:
+	ruff check shmring tests stress
+	ruff format --check shmring tests stress
+
+typecheck:
+	$(PY) -m mypy
+	$(PY) -m mypy.stubtest shmring._core --mypy-config-file pyproject.toml
+
+sanitize:         ## the suite against an ASan+UBSan build of the core
+	scripts/sanitize.sh
+
+stress-quick:
+	$(PY) -m stress --quick
+
+stress-tough:
+	$(PY) -m stress --tough
+
+bench:
+	shmring bench
+
+clean:
+	rm -rf build *.egg-info shmring/*.so

@@ -1,0 +1,171 @@
+"""The ``shmring`` command: ls, stat, rm, gc, bench.
+
+``ls`` and ``gc`` look at every entry of /dev/shm and consider only those
+whose header is a valid shmring header; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import struct
+import sys
+from typing import Any
+
+import posix_ipc
+
+from . import _layout as L
+from ._endpoints import EndpointTable, is_alive
+from ._region import Region
+from .errors import LayoutError
+
+SHM_DIR = "/dev/shm"
+
+
+def inspect(name: str, backend: str = "shm") -> dict[str, Any]:
+    """Header, indices and endpoints of one region, without registering."""
+    region = Region.attach(name, backend)
+    try:
+        m = region.mapping
+        assert m is not None
+        (kind,) = struct.unpack_from("<I", m, L.KIND_OFF)
+        geo = L.read_header(m, region.size, kind if kind in L.KIND_NAMES else L.KIND_RING)
+        info = L.header_info(m)
+        head, tail = (struct.unpack_from("<Q", m, off)[0] for off in (L.HEAD_OFF, L.TAIL_OFF))
+        waiters = struct.unpack_from("<II", m, L.CONSUMER_WAITERS_OFF)
+        endpoints = EndpointTable(m).entries()
+        return {
+            "name": name,
+            "kind": L.KIND_NAMES.get(geo.kind, str(geo.kind)),
+            "capacity": geo.capacity,
+            "shape": geo.shape,
+            "dtype": str(geo.dtype),
+            "bytes": region.size,
+            "head": head,
+            "tail": tail,
+            "qsize": head - tail,
+            "consumer_waiters": waiters[0],
+            "producer_waiters": waiters[1],
+            "created": datetime.datetime.fromtimestamp(info["created_ns"] / 1e9).isoformat(timespec="seconds"),
+            "creator_pid": info["creator_pid"],
+            "creator_alive": is_alive(info["creator_pid"], info["creator_start"]),
+            "endpoints": endpoints,
+        }
+    finally:
+        region.close()
+
+
+def shmring_segments() -> list[dict[str, Any]]:
+    """Every /dev/shm entry that holds a valid shmring header."""
+    out = []
+    for entry in sorted(os.listdir(SHM_DIR)):
+        path = os.path.join(SHM_DIR, entry)
+        if entry.startswith("sem.") or not os.path.isfile(path):
+            continue
+        try:
+            with open(path, "rb") as f:
+                if f.read(8) != L.MAGIC:
+                    continue
+            out.append(inspect(entry))
+        except (OSError, LayoutError, ValueError):
+            continue
+    return out
+
+
+def _abandoned(seg: dict[str, Any]) -> bool:
+    """No live creator and no live registered endpoint."""
+    return not seg["creator_alive"] and not any(e.alive for e in seg["endpoints"])
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    segs = shmring_segments()
+    if not segs:
+        print("no shmring segments in /dev/shm")
+        return 0
+    print(f"{'name':<40} {'kind':<5} {'capacity':>9} {'shape':<12} {'dtype':<8} {'used':>9} {'P/C':>5}  created")
+    for s in segs:
+        prod = sum(e.alive for e in s["endpoints"] if e.role == "producer")
+        cons = sum(e.alive for e in s["endpoints"] if e.role == "consumer")
+        flag = "  (abandoned)" if _abandoned(s) else ""
+        print(
+            f"{s['name']:<40} {s['kind']:<5} {s['capacity']:>9} {s['shape']!s:<12} {s['dtype']:<8} "
+            f"{s['qsize']:>9} {prod:>2}/{cons:<2}  {s['created']}{flag}"
+        )
+    return 0
+
+
+def cmd_stat(args: argparse.Namespace) -> int:
+    s = inspect(args.name, args.backend)
+    for key in ("name", "kind", "capacity", "shape", "dtype", "bytes", "head", "tail", "qsize"):
+        print(f"{key:>17}: {s[key]}")
+    print(f"{'waiters':>17}: {s['consumer_waiters']} consumer, {s['producer_waiters']} producer")
+    print(f"{'created':>17}: {s['created']} by pid {s['creator_pid']} ({'alive' if s['creator_alive'] else 'gone'})")
+    print(f"{'endpoints':>17}: {len(s['endpoints'])}")
+    for e in s["endpoints"]:
+        print(f"{'':>19}slot {e.slot:>2}  {e.role:<8} pid {e.pid:<8} {e.state:<8} {'alive' if e.alive else 'dead'}")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    status = 0
+    for name in args.names:
+        try:
+            if args.backend == "file":
+                os.unlink(name)
+            else:
+                posix_ipc.unlink_shared_memory("/" + name)
+        except (FileNotFoundError, posix_ipc.ExistentialError):
+            print(f"shmring rm: {name}: no such segment", file=sys.stderr)
+            status = 1
+    return status
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    removed = 0
+    for s in shmring_segments():
+        if _abandoned(s):
+            print(f"{'would remove' if args.dry_run else 'removing'} {s['name']}")
+            if not args.dry_run:
+                try:
+                    posix_ipc.unlink_shared_memory("/" + s["name"])
+                except posix_ipc.ExistentialError:
+                    pass  # someone else removed it first
+            removed += 1
+    print(f"{removed} abandoned segment(s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shmring", description="Inspect and manage shmring shared-memory segments.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ls", help="list shmring segments in /dev/shm").set_defaults(func=cmd_ls)
+    p = sub.add_parser("stat", help="show one segment's header, indices and endpoints")
+    p.add_argument("name")
+    p.add_argument("--backend", choices=("shm", "file"), default="shm")
+    p.set_defaults(func=cmd_stat)
+    p = sub.add_parser("rm", help="unlink segments by name")
+    p.add_argument("names", nargs="+")
+    p.add_argument("--backend", choices=("shm", "file"), default="shm")
+    p.set_defaults(func=cmd_rm)
+    p = sub.add_parser("gc", help="unlink segments whose creator and every endpoint are dead")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_gc)
+    sub.add_parser("bench", help="measure Ring against multiprocessing and pipes (see: shmring bench --help)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from . import bench
+
+        result: int = bench.main(argv[1:])
+        return result
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (FileNotFoundError, LayoutError, PermissionError) as exc:
+        print(f"shmring {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
