@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 import queue
 from pathlib import Path
 
@@ -416,4 +417,50 @@ def test_multi_producer_and_semaphore_are_not_built_yet(name: str) -> None:
         shmring.Ring(name, capacity=2, multi_producer=True)
     with pytest.raises(NotImplementedError):
         shmring.Ring(name, capacity=2, sync="semaphore")
+    assert not os.path.exists(f"/dev/shm/{name}")
+
+
+def test_a_thread_blocked_in_get_lets_another_thread_put_on_the_same_handle(ring: shmring.Ring) -> None:
+    import threading
+
+    got: list[np.ndarray] = []
+    t = threading.Thread(target=lambda: got.append(ring.get(timeout=30)))
+    t.start()
+    time.sleep(0.05)
+    ring.put(np.full(3, 9.0))
+    t.join(30)
+    assert not t.is_alive()
+    np.testing.assert_array_equal(got[0], [9, 9, 9])
+
+
+def test_closing_from_another_thread_wakes_a_blocked_get(name: str) -> None:
+    import threading
+
+    r = shmring.Ring(name, capacity=2)
+    r.put(1)
+    r.get()
+    errors: list[BaseException] = []
+
+    def blocked() -> None:
+        try:
+            r.get(timeout=30)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+
+    t = threading.Thread(target=blocked)
+    t.start()
+    time.sleep(0.05)
+    r.close()
+    t.join(30)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], (ValueError, EOFError))
+
+
+def test_a_forgotten_creator_handle_unlinks_when_collected(name: str) -> None:
+    import gc
+
+    r = shmring.Ring(name, capacity=2)
+    assert os.path.exists(f"/dev/shm/{name}")
+    del r
+    gc.collect()
     assert not os.path.exists(f"/dev/shm/{name}")

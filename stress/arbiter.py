@@ -1,0 +1,261 @@
+"""The arbiter: from the logs of a finished lane, name every outcome.
+
+Rules for structures with a total order (``Adapter.order == "total"``: one
+producer and one consumer at a time per instance, replacements following
+each other).  The lane's *order* L lists the messages of its producers,
+first producer first, each 0..n-1; a producer killed inside a call adds that
+call's messages as *maybe* published.  The consumers' logs, first consumer
+first, give the *delivered* sequence D.  Then, by name:
+
+forbidden
+  ``phantom``     an entry of D is not in L (unknown producer, or a sequence
+                  number its producer never reached)
+  ``duplicated``  an entry of L appears in D more than once
+  ``reordered``   an entry of D comes before an earlier-delivered one in L
+  ``lost``        an entry of L that is surely published is not in D, and no
+                  acceptable outcome below covers it (judged only when the
+                  lane drained to its final EOF)
+acceptable
+  ``in_flight_put``   missing maybe-published messages of a killed producer's
+                      last call, provided the delivered ones of that call are
+                      a prefix of it (a batch is published as a prefix)
+  ``in_flight_take``  a consumer killed with a take of at most B items in
+                      flight: the missing messages that immediately follow its
+                      last logged one in L, at most B of them, before the next
+                      delivered one (it took them and died before logging)
+
+Intervals keep this fast: a consumer logs *runs* of consecutive messages, so
+a lane of millions of messages is judged from a handful of intervals.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from collections import Counter
+
+from .outcomes import Violation
+
+EXAMPLES = 3  # ranges quoted per violation
+
+
+@dataclasses.dataclass(frozen=True)
+class ProducerRecord:
+    actor: int
+    died: bool  # killed, or exited abnormally: its last call may be half done
+    published: int  # messages surely published
+    pending: int  # size of the call in flight when it died
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsumerRecord:
+    actor: int
+    died: bool
+    pending: int  # size of the take in flight when it died
+    runs: tuple[tuple[int, int, int], ...]  # (producer, first seq, last seq), in delivery order
+
+
+@dataclasses.dataclass(frozen=True)
+class LaneRecord:
+    lane: str
+    producers: tuple[ProducerRecord, ...]  # in the order they ran
+    consumers: tuple[ConsumerRecord, ...]
+    complete: bool  # the last consumer reached the final EOF: everything published should be in D
+
+
+@dataclasses.dataclass
+class Verdict:
+    violations: list[Violation] = dataclasses.field(default_factory=list)
+    acceptable: Counter[str] = dataclasses.field(default_factory=Counter)
+
+
+class _Union:
+    """Disjoint closed intervals of L, sorted; add() returns the overlap."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def add(self, a: int, b: int) -> int:
+        starts, ends = self.starts, self.ends
+        i = bisect.bisect_right(starts, b)
+        j = bisect.bisect_left(ends, a)
+        overlap = sum(min(b, ends[k]) - max(a, starts[k]) + 1 for k in range(j, i))
+        if j < i:
+            a, b = min(a, starts[j]), max(b, ends[i - 1])
+        starts[j:i] = [a]
+        ends[j:i] = [b]
+        return overlap
+
+    def __contains__(self, x: int) -> bool:
+        k = bisect.bisect_right(self.starts, x) - 1
+        return k >= 0 and self.ends[k] >= x
+
+    def gaps(self, total: int) -> list[tuple[int, int]]:
+        """Closed intervals of [0, total) not covered."""
+        out, nxt = [], 0
+        for a, b in zip(self.starts, self.ends):
+            if a > nxt:
+                out.append((nxt, min(a, total) - 1))
+            nxt = max(nxt, b + 1)
+        if nxt < total:
+            out.append((nxt, total - 1))
+        return [(a, b) for a, b in out if a <= b]
+
+
+class _Order:
+    """L: where each producer's messages sit."""
+
+    def __init__(self, producers: tuple[ProducerRecord, ...]):
+        self.base: dict[int, tuple[int, int]] = {}  # actor -> (first L index, messages incl. maybe)
+        self.maybe: list[tuple[int, int, int]] = []  # (first, last, actor) L ranges of in-flight calls
+        self._starts: list[int] = []
+        self._actors: list[int] = []
+        pos = 0
+        for p in producers:
+            maybe = p.pending if p.died else 0
+            self.base[p.actor] = (pos, p.published + maybe)
+            self._starts.append(pos)
+            self._actors.append(p.actor)
+            if maybe:
+                self.maybe.append((pos + p.published, pos + p.published + maybe - 1, p.actor))
+            pos += p.published + maybe
+        self.total = pos
+
+    def name(self, a: int, b: int) -> str:
+        """'producer P seq x..y' for L range [a, b] (within one producer)."""
+        k = bisect.bisect_right(self._starts, a) - 1
+        base = self._starts[k]
+        return f"producer {self._actors[k]} seq {a - base}" + (f"..{b - base}" if b > a else "")
+
+    def split(self, a: int, b: int) -> list[tuple[int, int]]:
+        """[a, b] cut at producer boundaries."""
+        out = []
+        while a <= b:
+            k = bisect.bisect_right(self._starts, a) - 1
+            end = self._starts[k + 1] - 1 if k + 1 < len(self._starts) else self.total - 1
+            out.append((a, min(b, end)))
+            a = min(b, end) + 1
+        return out
+
+    def in_maybe(self, x: int) -> bool:
+        return any(f <= x <= last for f, last, _ in self.maybe)
+
+
+def _describe(order: _Order, ranges: list[tuple[int, int]]) -> str:
+    parts = [order.name(a, b) for r in ranges[:EXAMPLES] for a, b in order.split(*r)][:EXAMPLES]
+    more = f" (+{len(ranges) - EXAMPLES} more ranges)" if len(ranges) > EXAMPLES else ""
+    return ", ".join(parts) + more
+
+
+def judge_total_order(lane: LaneRecord) -> Verdict:
+    """Apply the rules above to one lane."""
+    v = Verdict()
+    order = _Order(lane.producers)
+    union = _Union()
+    hi = -1
+    phantoms: list[str] = []
+    dup = reord = 0
+    dup_at: list[tuple[int, int]] = []
+    reord_at: list[tuple[int, int]] = []
+    kill_points: list[tuple[int, int, int]] = []  # (first L index after the dead consumer's log, B, actor)
+    for c in lane.consumers:
+        for producer, first, last in c.runs:
+            if producer not in order.base:
+                phantoms.append(f"producer {producer} seq {first}..{last} (no such producer in this lane)")
+                continue
+            base, limit = order.base[producer]
+            if last >= limit:
+                phantoms.append(f"producer {producer} seq {max(first, limit)}..{last} (it published {limit})")
+                last = limit - 1
+                if first > last:
+                    continue
+            a, b = base + first, base + last
+            overlap = union.add(a, b)
+            if overlap:
+                dup += overlap
+                dup_at.append((a, min(b, hi)))
+            if a <= hi:
+                below = min(b, hi) - a + 1 - overlap
+                if below > 0:
+                    reord += below
+                    reord_at.append((a, b))
+            hi = max(hi, b)
+        if c.died and c.pending:
+            kill_points.append((hi + 1, c.pending, c.actor))
+    where = lane.lane
+    if phantoms:
+        v.violations.append(Violation("phantom", where, "; ".join(phantoms[:EXAMPLES])))
+    if dup:
+        v.violations.append(Violation("duplicated", where, f"{dup} messages delivered twice: {_describe(order, dup_at)}"))
+    if reord:
+        v.violations.append(
+            Violation("reordered", where, f"{reord} messages delivered after later ones: {_describe(order, reord_at)}")
+        )
+    excused = _excuse_takes(order, union, kill_points, v)
+    _judge_missing(lane, order, union, excused, v)
+    return v
+
+
+def _excuse_takes(order: _Order, union: _Union, kill_points: list[tuple[int, int, int]], v: Verdict) -> set[int]:
+    """L indices a killed consumer may have taken without logging."""
+    excused: set[int] = set()
+    for start, budget, _actor in kill_points:
+        x, n = start, 0
+        while x < order.total and n < budget and x not in union:
+            excused.add(x)
+            if not order.in_maybe(x):
+                n += 1
+            x += 1
+        if x > start:
+            v.acceptable["in_flight_take"] += 1
+    return excused
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _subtract(gap: tuple[int, int], allowed: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Parts of the closed interval ``gap`` outside the sorted, merged ``allowed``."""
+    a, b = gap
+    out = []
+    k = max(0, bisect.bisect_right(allowed, (a, a)) - 1)
+    for lo, hi in allowed[k:]:
+        if lo > b:
+            break
+        if hi < a:
+            continue
+        if lo > a:
+            out.append((a, lo - 1))
+        a = max(a, hi + 1)
+        if a > b:
+            return out
+    out.append((a, b))
+    return out
+
+
+def _judge_missing(lane: LaneRecord, order: _Order, union: _Union, excused: set[int], v: Verdict) -> None:
+    allowed = [(x, x) for x in excused]
+    for first, last, _actor in order.maybe:
+        # A killed producer's last call published a prefix of its messages (or
+        # none): the missing ones after the last delivered one are acceptable.
+        prefix_end = next((x for x in range(last, first - 1, -1) if x in union), first - 1)
+        if prefix_end < last:
+            allowed.append((prefix_end + 1, last))
+            v.acceptable["in_flight_put"] += 1
+    if not lane.complete:
+        return
+    allowed = _merge(allowed)
+    lost = [r for gap in union.gaps(order.total) for r in _subtract(gap, allowed)]
+    n_lost = sum(b - a + 1 for a, b in lost)
+    if n_lost:
+        v.violations.append(
+            Violation("lost", lane.lane, f"{n_lost} published messages never delivered: {_describe(order, lost)}")
+        )

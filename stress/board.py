@@ -1,0 +1,175 @@
+"""Shared bookkeeping between the supervisor and its actors: one small
+memory-mapped file per actor (its *log*) and one per lane (its *control*).
+
+An actor writes its own log; the supervisor writes only the ``STOP`` and
+``KILLED`` words of it.  Every word the arbiter relies on after a SIGKILL is
+written with a single aligned 8-byte store, so a kill leaves either the old
+or the new value, never half of each:
+
+* a producer's ``STATE`` word packs ``published | pending << 40``: the
+  messages it has put for sure, and the size of the call in flight;
+* a consumer appends *runs* ``(producer, first seq, last seq)``: extending the
+  current run is one store of ``last``; a new run is written in full before
+  ``NRUNS`` is bumped.  ``STATE`` holds the size of its take in flight.
+
+The files live in the run's temporary directory (not /dev/shm) and outlive a
+killed actor, which is the point.  Cross-process ordering: the supervisor
+reads an actor's log for the verdict only after reaping it (waitpid orders
+everything), and flags are written before the syscall (kill, close) whose
+effect the other side observes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+from .message import SEQ_BITS
+
+# Word indexes in an actor log.
+STATE = 0  # producer: published | pending << 40; consumer: size of the take in flight
+COUNT = 1  # messages published (producer) or delivered and logged (consumer)
+BYTES = 2  # slot bytes moved
+PHASE = 3  # see PHASE_* below
+OP = 4  # code of the call in flight (OPS), 0 between calls
+STALL_UNTIL = 5  # CLOCK_MONOTONIC ns until which the actor pauses on purpose (0: none)
+STOP = 6  # supervisor: finish the current call, close, exit
+KILLED = 7  # supervisor: set just before SIGKILL
+NRUNS = 8  # consumer: runs logged
+VIOLATIONS = 9  # forbidden events this actor recorded (polled for --fail-fast)
+PID = 10
+TRANSIENT_EOF = 11
+TRANSIENT_EPIPE = 12
+ABORTED = 13  # reserve() blocks aborted on purpose
+CALLS = 14  # calls made
+
+PHASE_STARTING, PHASE_REGISTERED, PHASE_EXITING, PHASE_DONE = 0, 1, 2, 3
+
+HEADER_BYTES = 4096
+RUN_WORDS = 3
+MAX_RUNS = 16384
+PENDING_SHIFT = SEQ_BITS
+PUBLISHED_MASK = (1 << PENDING_SHIFT) - 1
+
+# Operation codes for the OP word; the names are the adapters' operation names.
+OPS = (
+    "none",
+    "copy",
+    "copy_many",
+    "copy_nowait",
+    "copy_timeout",
+    "zero_copy",
+    "zero_copy_many",
+    "zero_copy_abort",
+)
+OP_CODE = {name: i for i, name in enumerate(OPS)}
+BLOCKING_OPS = frozenset({"copy", "copy_many", "zero_copy", "zero_copy_many"})
+
+Words = npt.NDArray[np.uint64]
+
+
+def _map(path: str, size: int, create: bool) -> mmap.mmap:
+    fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
+    try:
+        if create:
+            os.ftruncate(fd, size)
+        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+    finally:
+        os.close(fd)
+
+
+class ActorLog:
+    """The log of one actor (producer or consumer)."""
+
+    def __init__(self, path: str, runs: bool, create: bool):
+        self.path = path
+        size = HEADER_BYTES + (MAX_RUNS * RUN_WORDS * 8 if runs else 0)
+        self._map = _map(path, size, create)
+        self.w: Words = np.frombuffer(self._map, dtype=np.uint64)
+        self._runs: Words = self.w[HEADER_BYTES // 8 :].reshape(-1, RUN_WORDS)
+        self._cur = -1  # index of the run being extended, in this (consumer) process
+
+    @property
+    def events_path(self) -> str:
+        return self.path + ".events"
+
+    def close(self) -> None:
+        self.w = np.zeros(HEADER_BYTES // 8, dtype=np.uint64)
+        self._runs = self.w[:0].reshape(0, RUN_WORDS)
+        try:
+            self._map.close()
+        except BufferError:
+            pass
+
+    def get(self, word: int) -> int:
+        return int(self.w[word])
+
+    def set(self, word: int, value: int) -> None:
+        self.w[word] = value
+
+    def add(self, word: int, delta: int = 1) -> None:
+        self.w[word] += np.uint64(delta)
+
+    # -- producer state ----------------------------------------------------------
+    def producer_state(self) -> tuple[int, int]:
+        """(published, pending)."""
+        word = int(self.w[STATE])
+        return word & PUBLISHED_MASK, word >> PENDING_SHIFT
+
+    def set_producer_state(self, published: int, pending: int) -> None:
+        self.w[STATE] = published | (pending << PENDING_SHIFT)
+
+    # -- consumer runs -----------------------------------------------------------
+    def log_delivery(self, producer: int, seq: int) -> bool:
+        """Record one delivered message; False once the run table is full."""
+        cur = self._cur
+        if cur >= 0:
+            run = self._runs[cur]
+            if run[0] == producer and run[2] + 1 == seq:
+                run[2] = seq
+                return True
+        n = int(self.w[NRUNS])
+        if n >= MAX_RUNS:
+            return False
+        run = self._runs[n]
+        run[0], run[1], run[2] = producer, seq, seq
+        self.w[NRUNS] = n + 1
+        self._cur = n
+        return True
+
+    def runs(self) -> Iterator[tuple[int, int, int]]:
+        for i in range(int(self.w[NRUNS])):
+            p, first, last = self._runs[i]
+            yield int(p), int(first), int(last)
+
+
+# Word indexes in a lane control file.
+LANE_DONE = 0  # supervisor: no producer will come any more; EOF is final
+CUR_PRODUCER = 1  # actor id of the newest producer started in the lane
+CUR_CONSUMER = 2  # actor id of the newest consumer started
+
+
+class LaneControl:
+    """Words the supervisor writes and the lane's actors read."""
+
+    def __init__(self, path: str, create: bool):
+        self.path = path
+        self._map = _map(path, 64, create)
+        self.w: Words = np.frombuffer(self._map, dtype=np.uint64)
+
+    def get(self, word: int) -> int:
+        return int(self.w[word])
+
+    def set(self, word: int, value: int) -> None:
+        self.w[word] = value
+
+    def close(self) -> None:
+        self.w = np.zeros(8, dtype=np.uint64)
+        try:
+            self._map.close()
+        except BufferError:
+            pass

@@ -1,0 +1,207 @@
+"""What one stress *cell* runs, and how to spell it as a command line.
+
+A cell is one point of the matrix (structure x sync flavour x backend) run
+with one set of knobs and one seed.  :class:`CellConfig` holds everything a
+cell needs; :meth:`CellConfig.argv` turns it back into the ``python -m
+stress`` options that rerun exactly that cell, which is what a failure
+prints.  Presets for ``--quick`` and ``--tough`` live in :data:`SCENARIOS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+from typing import Any
+
+KIB = 1024
+MIB = 1024 * KIB
+
+# Payload bytes per slot, drawn log-uniformly per lane.
+SIZE_PRESETS: dict[str, tuple[int, int]] = {
+    "small": (0, 256),
+    "mixed": (0, 256 * KIB),
+    "large": (64 * KIB, 1 * MIB),
+}
+
+
+def parse_range(text: str, what: str, cast: type = int) -> tuple[Any, Any]:
+    """``"A:B"`` or ``"A"`` -> (A, B) with 0 <= A <= B."""
+    try:
+        parts = [cast(p) for p in str(text).split(":")]
+    except ValueError:
+        raise ValueError(f"{what} must be N or MIN:MAX, not {text!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or parts[0] < 0 or parts[1] < parts[0]:
+        raise ValueError(f"{what} must be N or MIN:MAX with 0 <= MIN <= MAX, not {text!r}")
+    return parts[0], parts[1]
+
+
+def parse_sizes(text: str) -> tuple[int, int]:
+    """A size preset name, ``N`` bytes, or ``MIN:MAX`` bytes of payload per slot."""
+    if text in SIZE_PRESETS:
+        return SIZE_PRESETS[text]
+    lo, hi = parse_range(text, "--sizes")
+    if hi > 64 * MIB:
+        raise ValueError("--sizes: at most 64 MiB of payload per slot")
+    return lo, hi
+
+
+def parse_delay(text: str) -> tuple[int, int]:
+    """``PERMILLE:MAX_US`` for SHMRING_DELAY (``0`` or ``off`` disables)."""
+    if text in ("", "0", "off"):
+        return 0, 0
+    parts = text.split(":")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[0]) > 1000:
+        raise ValueError(f"--delay must be PERMILLE:MAX_US (e.g. 30:200) or off, not {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class CellConfig:
+    """Everything one cell needs.  All fields but the last three are knobs
+    that change what runs, and :meth:`argv` spells them."""
+
+    structure: str = "ring"
+    sync: str = "lockfree"
+    backend: str = "shm"
+    seed: int = 0
+    duration: float | None = 10.0  # seconds (None: run until `messages`)
+    messages: int | None = None  # stop once this many messages were published
+    producers: int = 2  # concurrent producers (single-producer structures: one per lane)
+    consumers: int = 2
+    sizes: str = "mixed"
+    batch: str = "1:32"  # items per put_many/get_many/borrow_many
+    capacity: str = "1:256"  # slots per ring (drawn per lane; capped by --max-ring-mib)
+    zero_copy: float = 0.3  # share of calls that use reserve()/borrow() instead of copies
+    kill_rate: float = 0.0  # SIGKILLs per second (random producers and consumers)
+    delay: str = "off"  # SHMRING_DELAY for the actors
+    lane_time: str = "2:20"  # seconds a lane (one ring and its actors) lives before it is ended
+    deadlock_after: float = 10.0
+    busy_cpu: float = 0.25  # most CPU share a blocked process may use
+    max_ring_mib: int = 64
+    broken: str = ""  # SHMRING_BROKEN for the actors (the harness's own tests)
+    # Not part of what runs:
+    scenario: str = "custom"
+    fail_fast: bool = False
+    tag: str = "x"  # names this run's segments: shmring-stress-<tag>-...
+
+    def validate(self) -> None:
+        parse_sizes(self.sizes)
+        parse_range(self.batch, "--batch")
+        lo, _ = parse_range(self.capacity, "--capacity")
+        if lo < 1:
+            raise ValueError("--capacity must be at least 1")
+        if parse_range(self.batch, "--batch")[0] < 1:
+            raise ValueError("--batch must be at least 1")
+        parse_range(self.lane_time, "--lane-time", float)
+        parse_delay(self.delay)
+        if not 0 <= self.zero_copy <= 1:
+            raise ValueError("--zero-copy is a share between 0 and 1")
+        if self.kill_rate < 0 or self.deadlock_after <= 0 or self.producers < 1 or self.consumers < 1:
+            raise ValueError("--kill-rate must be >= 0, --deadlock-after > 0, --producers/--consumers >= 1")
+        if self.duration is None and self.messages is None:
+            raise ValueError("a cell needs a --duration or a --messages count")
+
+    @property
+    def name(self) -> str:
+        return f"{self.structure}/{self.sync}/{self.backend}"
+
+    def env(self) -> dict[str, str]:
+        """Environment for the cell's processes (the core reads it at import)."""
+        permille, max_us = parse_delay(self.delay)
+        out = {"SHMRING_DELAY": f"{permille}:{max_us}" if permille else ""}
+        out["SHMRING_BROKEN"] = self.broken
+        return out
+
+    def argv(self) -> list[str]:
+        """Options of ``python -m stress`` that rerun this cell alone."""
+        d = CellConfig()
+        out = ["--structure", self.structure, "--sync", self.sync, "--backend", self.backend, "--seed", str(self.seed)]
+        if self.duration is not None:
+            out += ["--duration", f"{self.duration:g}"]
+        if self.messages is not None:
+            out += ["--messages", str(self.messages)]
+        for field, flag in (
+            ("producers", "--producers"),
+            ("consumers", "--consumers"),
+            ("sizes", "--sizes"),
+            ("batch", "--batch"),
+            ("capacity", "--capacity"),
+            ("zero_copy", "--zero-copy"),
+            ("kill_rate", "--kill-rate"),
+            ("delay", "--delay"),
+            ("lane_time", "--lane-time"),
+            ("deadlock_after", "--deadlock-after"),
+            ("busy_cpu", "--busy-cpu"),
+            ("max_ring_mib", "--max-ring-mib"),
+            ("broken", "--broken"),
+        ):
+            value = getattr(self, field)
+            if value != getattr(d, field) or field in ("kill_rate", "delay"):
+                out += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        return out
+
+    def command(self) -> str:
+        return "python -m stress " + shlex.join(self.argv())
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> CellConfig:
+        return cls(**json.loads(text))
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """A named bundle of knobs the --quick and --tough matrices run per cell."""
+
+    name: str
+    knobs: dict[str, Any]
+
+
+SCENARIOS: dict[str, list[Scenario]] = {
+    # About a minute for the whole matrix on two cores.  Kills first: the
+    # slowest detection (a wedged consumer, --deadlock-after) starts earliest.
+    "quick": [
+        Scenario(
+            "kills",
+            dict(
+                duration=8.0,
+                kill_rate=3.0,
+                delay="30:200",
+                lane_time="1:4",
+                deadlock_after=5.0,
+                sizes="mixed",
+                capacity="1:64",
+                max_ring_mib=16,
+            ),
+        ),
+        Scenario(
+            "calm",
+            dict(
+                duration=8.0,
+                kill_rate=0.0,
+                delay="30:200",
+                lane_time="1:5",
+                deadlock_after=5.0,
+                sizes="mixed",
+                capacity="1:64",
+                max_ring_mib=16,
+            ),
+        ),
+    ],
+    # Hours, by hand: every scenario per cell, round after round, new seeds.
+    "tough": [
+        Scenario("calm", dict(kill_rate=0.0, delay="off", lane_time="5:60", producers=3, consumers=3)),
+        Scenario("delays", dict(kill_rate=0.0, delay="50:300", lane_time="5:60", producers=2, consumers=2)),
+        Scenario("kills", dict(kill_rate=3.0, delay="30:200", lane_time="2:30", producers=3, consumers=3)),
+        Scenario(
+            "storm",
+            dict(kill_rate=10.0, delay="200:1000", lane_time="1:10", producers=4, consumers=4, capacity="1:8"),
+        ),
+        Scenario("large", dict(kill_rate=1.0, delay="20:100", lane_time="5:60", sizes="large", max_ring_mib=128)),
+    ],
+}

@@ -1,0 +1,65 @@
+"""The outcomes the arbiter can report, each by name (jcstress style).
+
+A *forbidden* outcome is a bug in the structure under test (or, for
+``harness_error``, in this harness): any one of them fails the run.  An
+*acceptable* outcome is something a concurrent run may legitimately show; it
+is counted and printed so a reader sees how often the interesting windows
+were hit, and it never fails a run.  docs/stress.md explains each rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+FORBIDDEN: dict[str, str] = {
+    "lost": "a message its producer had published was never delivered (and no acceptable outcome covers it)",
+    "duplicated": "a message was delivered more than once",
+    "reordered": "messages of one producer (or of one lane, for single-producer structures) arrived out of order",
+    "corrupted": "a delivered message fails its checks: magic, length, trailer or checksum of the payload",
+    "torn": "an Array snapshot mixes two writes (applies to Array adapters)",
+    "phantom": "a message was delivered that no producer published (an aborted reserve, or an unknown sequence)",
+    "deadlock": "no progress for --deadlock-after seconds while work was pending (the header and endpoints are dumped)",
+    "leaked": "a /dev/shm entry or ring file of the run still exists after its structure was closed",
+    "busy_wait": "a process blocked in a put/get used more CPU than --busy-cpu allows",
+    "spurious_eof": "get raised EOFError while a registered producer was alive and not closing",
+    "spurious_epipe": "put raised BrokenPipeError while a registered consumer was alive and not closing",
+    "actor_error": "a producer or consumer raised an exception the contract does not allow",
+    "harness_error": "the harness itself failed (a bug here, not necessarily in shmring)",
+}
+
+ACCEPTABLE: dict[str, str] = {
+    "in_flight_put": (
+        "a producer SIGKILLed inside a put/put_many/reserve: the messages of that call may be missing, "
+        "but the delivered ones are a prefix of the call and in order"
+    ),
+    "in_flight_take": (
+        "a consumer SIGKILLed inside a take of at most B items: up to B messages that follow its last "
+        "logged message in lane order may be missing (it took them but never logged them), as a prefix"
+    ),
+    "transient_eof": "EOFError between a killed producer and its replacement (no producer was registered then)",
+    "transient_epipe": "BrokenPipeError between a killed consumer and its replacement",
+    "reserve_aborted": "a reserve() block that raised was never published (counted; delivering it is 'phantom')",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Violation:
+    """One forbidden outcome, where it happened and what was seen."""
+
+    outcome: str
+    where: str
+    detail: str
+
+    def __post_init__(self) -> None:
+        if self.outcome not in FORBIDDEN:
+            raise ValueError(f"unknown forbidden outcome {self.outcome!r}")
+
+    def to_json(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> Violation:
+        return cls(data["outcome"], data["where"], data["detail"])
+
+    def __str__(self) -> str:
+        return f"{self.outcome} [{self.where}]: {self.detail}"

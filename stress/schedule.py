@@ -1,0 +1,153 @@
+"""Schedule fuzzing: every random decision of a cell, drawn from its seed.
+
+The supervisor draws each lane's geometry and life (:func:`plan_lane`) and
+each actor's temperament (:func:`temperament`); an actor then draws its calls
+one by one from a :class:`Schedule`: which operation (copy or zero-copy,
+blocking, non-blocking or with a timeout, one item or a batch), how many
+items, and whether to sleep, burst or stall afterwards.  Stalls are long
+pauses (0.3-0.6 s) that let the peer block, which is when the supervisor
+checks that a blocked process does not burn CPU.
+
+The seed fixes these decisions, not the interleaving the kernel picks, so a
+rerun with the same seed replays the same schedule, not the same race.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+
+import numpy as np
+
+from .config import CellConfig, parse_range, parse_sizes
+from .message import OVERHEAD
+
+MIB = 1024 * 1024
+
+
+def log_uniform_int(rng: random.Random, lo: int, hi: int) -> int:
+    """An int in [lo, hi], uniform in log(1 + x): small values as likely as large ones."""
+    return min(hi, max(lo, int(math.exp(rng.uniform(math.log1p(lo), math.log1p(hi)))) - 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class LanePlan:
+    """One lane: a ring of ``capacity`` slots of ``shape``/``dtype`` that
+    lives ``lifetime`` seconds."""
+
+    capacity: int
+    dtype: str
+    shape: tuple[int, ...]
+    slot_bytes: int
+    lifetime: float
+    producer_first: bool  # start the producer before the consumer (it fills the ring first)
+    start_gap: float  # seconds between the two starts
+
+
+def plan_lane(rng: random.Random, cfg: CellConfig) -> LanePlan:
+    lo, hi = parse_sizes(cfg.sizes)
+    need = log_uniform_int(rng, lo, hi) + OVERHEAD
+    kind = rng.choice(("u1", "u4", "i8x8"))
+    if kind == "u1":
+        dtype, shape = "uint8", (need,)
+    elif kind == "u4":
+        dtype, shape = "uint32", (-(-need // 4),)
+    else:
+        dtype, shape = "int64", (-(-need // 64), 8)
+    slot_bytes = int(np.dtype(dtype).itemsize * math.prod(shape))
+    cap_lo, cap_hi = parse_range(cfg.capacity, "--capacity")
+    capacity = rng.choice((cap_lo, min(cap_hi, cap_lo + 1), log_uniform_int(rng, cap_lo, cap_hi)))
+    capacity = max(1, min(capacity, cfg.max_ring_mib * MIB // slot_bytes))
+    t_lo, t_hi = parse_range(cfg.lane_time, "--lane-time", float)
+    return LanePlan(
+        capacity=capacity,
+        dtype=dtype,
+        shape=shape,
+        slot_bytes=slot_bytes,
+        lifetime=rng.uniform(t_lo, t_hi),
+        producer_first=rng.random() < 0.5,
+        start_gap=rng.choice((0.0, rng.uniform(0, 0.2))),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Temperament:
+    """How one actor behaves for its whole life."""
+
+    zero_copy: float  # share of calls using reserve()/borrow()
+    nonblocking: float  # share of copy calls that are *_nowait or use a short timeout
+    many: float  # share of calls that move a batch
+    batch: tuple[int, int]
+    sleep_p: float  # chance of a short sleep after a call
+    sleep_max: float  # seconds
+    burst_p: float  # chance that a call starts a burst of calls without sleeps
+    stall_rate: float  # long pauses per second
+    abort_p: float  # producer: chance a zero-copy call aborts its reserve() on purpose
+
+
+def temperament(rng: random.Random, cfg: CellConfig) -> Temperament:
+    pace = rng.choice(("eager", "jittery", "slow"))
+    return Temperament(
+        zero_copy=cfg.zero_copy,
+        nonblocking=rng.choice((0.0, 0.1, 0.3)),
+        many=rng.choice((0.0, 0.3, 0.7)),
+        batch=parse_range(cfg.batch, "--batch"),
+        sleep_p={"eager": 0.0, "jittery": 0.05, "slow": 0.3}[pace],
+        sleep_max={"eager": 0.0, "jittery": 0.001, "slow": 0.005}[pace],
+        burst_p=0.01,
+        stall_rate=rng.choice((0.0, 0.2, 0.5)),
+        abort_p=0.05,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One operation an actor is about to make."""
+
+    op: str  # an adapter operation name (board.OPS)
+    count: int  # items (1 unless a *_many op)
+    timeout: float | None  # for copy_timeout
+
+
+class Schedule:
+    """The stream of calls and pauses of one actor."""
+
+    def __init__(self, seed: int, temper: Temperament, producer: bool, now: float):
+        self.rng = random.Random(seed)
+        self.t = temper
+        self.producer = producer
+        self._burst_left = 0
+        self._next_stall = self._draw_stall(now)
+
+    def _draw_stall(self, now: float) -> float:
+        return now + self.rng.expovariate(self.t.stall_rate) if self.t.stall_rate else math.inf
+
+    def next_call(self) -> Call:
+        rng, t = self.rng, self.t
+        many = rng.random() < t.many
+        k = rng.randint(*t.batch) if many else 1
+        if rng.random() < t.zero_copy:
+            if self.producer:
+                return Call("zero_copy_abort" if rng.random() < t.abort_p else "zero_copy", 1, None)
+            return Call("zero_copy_many" if many else "zero_copy", k, None)
+        if rng.random() < t.nonblocking:
+            if rng.random() < 0.5:
+                return Call("copy_nowait", 1, None)
+            return Call("copy_timeout", 1, rng.choice((0.0, 0.0005, 0.005)))
+        return Call("copy_many" if many else "copy", k, None)
+
+    def pause(self, now: float) -> tuple[float, bool]:
+        """Seconds to pause after a call, and whether it is a stall."""
+        rng, t = self.rng, self.t
+        if now >= self._next_stall:
+            self._next_stall = self._draw_stall(now + 0.6)
+            return rng.uniform(0.3, 0.6), True
+        if self._burst_left:
+            self._burst_left -= 1
+            return 0.0, False
+        if rng.random() < t.burst_p:
+            self._burst_left = rng.randint(10, 500)
+        if t.sleep_p and rng.random() < t.sleep_p:
+            return rng.uniform(0, t.sleep_max), False
+        return 0.0, False
