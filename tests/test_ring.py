@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
-import time
 import queue
+import time
 from pathlib import Path
 
 import numpy as np
