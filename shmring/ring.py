@@ -167,7 +167,9 @@ class Ring(_core.SpscRing):
     def qsize(self) -> int:
         """Items published and not yet consumed (a snapshot)."""
         head, tail = self._indices()
-        return int(head - tail)
+        # tail is read first, so a producer racing ahead can make the
+        # difference exceed the capacity for an instant: clamp it.
+        return min(int(head - tail), self.capacity)
 
     def empty(self) -> bool:
         return self.qsize() == 0
