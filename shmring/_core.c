@@ -189,7 +189,8 @@ futex_wake_raw(void *addr, int n)
 static int
 futex_wait_gil(void *word, uint32_t expected, double timeout)
 {
-    int64_t deadline = timeout < 0 ? -1 : now_ns() + (int64_t)(timeout * 1e9);
+    /* Beyond ~30 years is forever (and keeps the conversion below defined). */
+    int64_t deadline = (timeout < 0 || timeout > 1e9) ? -1 : now_ns() + (int64_t)(timeout * 1e9);
     for (;;) {
         struct timespec rel, *relp = NULL;
         if (deadline >= 0) {
@@ -430,8 +431,9 @@ static PyObject *
 core_futex_wake(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
     if (need_args(nargs, 3, "futex_wake") < 0) return NULL;
-    int n = PyLong_AsLong(args[2]) > INT_MAX ? INT_MAX : (int)PyLong_AsLong(args[2]);
-    if (n == -1 && PyErr_Occurred()) return NULL;
+    long wanted = PyLong_AsLong(args[2]);
+    if (wanted == -1 && PyErr_Occurred()) return NULL;
+    int n = wanted > INT_MAX ? INT_MAX : wanted < 0 ? 0 : (int)wanted;
     ATOMIC_WRAPPER_BEGIN(4)
     long rc = futex_wake_raw(p, n);
     PyBuffer_Release(&view);
