@@ -23,6 +23,9 @@ besides what the transport under test starts.  The sections of the report:
 * **Idle CPU.**  The CPU time a consumer spends blocked in ``ring.get()`` for
   a while, with a live producer that sends nothing: it should sleep, not spin.
 
+The report ends with the CPU that other processes took during each section:
+on a small machine, more than a few percent shows in the numbers.
+
 Every message carries its sequence number (little-endian uint64) in its first
 8 bytes and, from 16 bytes up, in its last 8 bytes too; every consumer checks
 both on every message, so a lost, duplicated, reordered, truncated or torn
@@ -35,6 +38,7 @@ import argparse
 import dataclasses
 import fcntl
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -1004,20 +1008,36 @@ def _fmt_ratio(ratio: float) -> str:
     return f"x{ratio:.0f}" if ratio >= 10 else f"x{ratio:.1f}" if ratio >= 1 else f"x{ratio:.2f}"
 
 
-def _cpu_seconds() -> tuple[float, float]:
-    """(CPU seconds the whole machine has been busy, including steal; CPU
-    seconds of this process and its reaped children), to tell how much other
-    processes competed with the benchmark.  Machine time is 0 without /proc."""
-    busy = 0.0
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            fields = [int(x) for x in f.readline().split()[1:9]]
-        # user nice system idle iowait irq softirq steal: all but idle and iowait
-        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        pass
-    t = os.times()
-    return busy, t.user + t.system + t.children_user + t.children_system
+class _OtherLoad:
+    """How much CPU processes outside this benchmark take from a point on:
+    machine-wide busy time (from /proc/stat, steal included) minus this
+    process's and its reaped children's, as a percentage of all CPUs."""
+
+    def __init__(self) -> None:
+        self.machine, self.ours = self._now()
+        self.wall = time.monotonic()
+
+    @staticmethod
+    def _now() -> tuple[float, float]:
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                fields = [int(x) for x in f.readline().split()[1:9]]
+            # user nice system idle iowait irq softirq steal: all but idle and iowait
+            machine = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            machine = math.nan
+        t = os.times()
+        return machine, t.user + t.system + t.children_user + t.children_system
+
+    def percent(self) -> float | None:
+        """Since construction; None where /proc/stat cannot be read."""
+        machine, ours = self._now()
+        if math.isnan(machine):
+            return None
+        cpus = os.cpu_count() or 1
+        return max(
+            0.0, 100.0 * ((machine - self.machine) - (ours - self.ours)) / (cpus * (time.monotonic() - self.wall))
+        )
 
 
 def _meta(settings: Settings) -> dict[str, Any]:
@@ -1116,6 +1136,19 @@ def _print_idle(idle: IdleCpu, out: TextIO) -> None:
     )
 
 
+def _print_other_load(other: dict[str, float | None], out: TextIO) -> None:
+    known = {section: pct for section, pct in other.items() if pct is not None}
+    if not known:
+        return
+    print(file=out)
+    print(
+        "CPU taken by other processes (% of all CPUs): "
+        + ", ".join(f"{section} {pct:.0f}%" for section, pct in known.items())
+        + ("; results are noisy when this is more than a few percent" if max(known.values()) >= 3 else ""),
+        file=out,
+    )
+
+
 # -- entry points ------------------------------------------------------------------------------
 
 
@@ -1125,8 +1158,8 @@ def run(settings: Settings, out: TextIO | None = None) -> Report:
     out = sys.stdout if out is None else out
     ctx = multiprocessing.get_context(START_METHOD)
     report = Report(meta=_meta(settings))
-    machine0, ours0 = _cpu_seconds()
-    wall0 = time.monotonic()
+    other: dict[str, float | None] = {}
+    load = _OtherLoad()
     _print_header(out)
 
     report.copy_floor = [measure_copy_floor(size, settings.copy_seconds) for size in settings.sizes]
@@ -1142,23 +1175,18 @@ def run(settings: Settings, out: TextIO | None = None) -> Report:
     print(
         "  * zero-copy: the producer writes only the stamps into the slot; GB/s is nominal (frames/s x size)", file=out
     )
+    other["throughput"], load = load.percent(), _OtherLoad()
 
     report.pingpong = [measure_pingpong(ctx, kind, settings.round_trips, settings.warmup_round_trips) for kind in PINGS]
     _print_pingpong(report.pingpong, out)
+    other["ping-pong"], load = load.percent(), _OtherLoad()
 
     report.idle = measure_idle(ctx, settings.idle_seconds)
     _print_idle(report.idle, out)
+    other["idle"] = load.percent()
 
-    machine1, ours1 = _cpu_seconds()
-    wall = time.monotonic() - wall0
-    if machine1 > 0:
-        other = max(0.0, 100.0 * ((machine1 - machine0) - (ours1 - ours0)) / (wall * (os.cpu_count() or 1)))
-        report.meta["other_cpu_percent"] = other
-        print(
-            f"\nOther processes used {other:.0f}% of this machine's CPU during the {wall:.0f} s run"
-            + (" (results are noisy when that is more than a few percent)" if other >= 3 else ""),
-            file=out,
-        )
+    report.meta["other_cpu_percent"] = other
+    _print_other_load(other, out)
     return report
 
 
