@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -59,7 +60,9 @@ typedef _Atomic uint32_t a32;
 
 /* Copies at least this large run with the GIL released. */
 #define NOGIL_COPY_BYTES ((size_t)64 * 1024)
-/* How long a waiter spins before it sleeps on the futex. */
+/* A waiter spins SPIN_PAUSES pause instructions (~1-2 us), then yields the
+ * core until SPIN_NS have passed, then sleeps on the futex. */
+#define SPIN_PAUSES 256u
 #define SPIN_NS 30000LL
 
 #define ROLE_PRODUCER 1
@@ -290,6 +293,41 @@ core_load64(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     uint64_t v = atomic_load_explicit((a64 *)p, memory_order_acquire);
     PyBuffer_Release(&view);
     return PyLong_FromUnsignedLongLong(v);
+}
+
+/* load64_many(buf, off, count) -> list of count words, each acquire-loaded:
+ * one call for a whole table scan instead of one per word. */
+static PyObject *
+core_load64_many(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (need_args(nargs, 3, "load64_many") < 0) return NULL;
+    Py_ssize_t count = PyLong_AsSsize_t(args[2]);
+    if (count == -1 && PyErr_Occurred()) return NULL;
+    if (count < 0 || count > (PY_SSIZE_T_MAX / 8)) {
+        PyErr_SetString(PyExc_ValueError, "count out of range");
+        return NULL;
+    }
+    ATOMIC_WRAPPER_BEGIN(8)
+    if (checked_word(&view, off + 8 * (count ? count - 1 : 0), 8) == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    PyObject *out = PyList_New(count);
+    if (out != NULL) {
+        for (Py_ssize_t i = 0; i < count; i++) {
+            /* SYNC POINT (acquire): as load64, word by word (the scan is
+             * not a snapshot; callers CAS on the exact word they saw). */
+            uint64_t v = atomic_load_explicit((a64 *)p + i, memory_order_acquire);
+            PyObject *item = PyLong_FromUnsignedLongLong(v);
+            if (item == NULL) {
+                Py_CLEAR(out);
+                break;
+            }
+            PyList_SET_ITEM(out, i, item);
+        }
+    }
+    PyBuffer_Release(&view);
+    return out;
 }
 
 static PyObject *
@@ -1090,7 +1128,7 @@ ring_try_get_many(SpscRing *r, PyObject *arg)
     return out;
 }
 
-/* _write_claim() -> byte offset of the next free slot, or -1 when full. */
+/* _write_claim() -> index (0..capacity-1) of the next free slot, or -1 when full. */
 static PyObject *
 ring_write_claim(SpscRing *r, PyObject *unused)
 {
@@ -1099,8 +1137,7 @@ ring_write_claim(SpscRing *r, PyObject *unused)
     uint64_t space;
     if (producer_space(r, head, 1, &space) < 0) return NULL;
     if (space == 0) return PyLong_FromLong(-1);
-    uint64_t slot = head % r->capacity;
-    return PyLong_FromSize_t((size_t)(r->data - r->base) + slot * r->slot_size);
+    return PyLong_FromUnsignedLongLong(head % r->capacity);
 }
 
 /* _write_publish(): publish the slot returned by _write_claim. */
@@ -1120,7 +1157,7 @@ ring_write_publish(SpscRing *r, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* _read_peek(max_items) -> (byte offset, count) of the oldest contiguous run
+/* _read_peek(max_items) -> (slot index, count) of the oldest contiguous run
  * of ready items (count 0 when empty); the run never wraps. */
 static PyObject *
 ring_read_peek(SpscRing *r, PyObject *arg)
@@ -1138,8 +1175,7 @@ ring_read_peek(SpscRing *r, PyObject *arg)
     uint64_t slot = tail % r->capacity;
     uint64_t k = avail < (uint64_t)max ? avail : (uint64_t)max;
     if (k > r->capacity - slot) k = r->capacity - slot;
-    return Py_BuildValue("nK", (Py_ssize_t)((size_t)(r->data - r->base) + slot * r->slot_size),
-                         (unsigned long long)k);
+    return Py_BuildValue("KK", (unsigned long long)slot, (unsigned long long)k);
 }
 
 /* _read_release(count): consume count items seen by _read_peek. */
@@ -1173,8 +1209,11 @@ ring_wait(SpscRing *r, int index_key, int waiters_key, uint64_t expected, double
     int64_t spin_until = now_ns() + (timeout >= 0 && timeout * 1e9 < SPIN_NS ? (int64_t)(timeout * 1e9) : SPIN_NS);
     r->inflight++;
     Py_BEGIN_ALLOW_THREADS
-    /* Spin: a ping-pong partner usually answers within microseconds, far
-     * sooner than a futex round trip through the scheduler. */
+    /* Spin, then yield, then sleep.  A partner on another core usually
+     * answers within a microsecond or two, far sooner than a futex round trip
+     * through the scheduler; a partner sharing our core can only answer if
+     * we give the core up, which sched_yield does (and it returns at once
+     * when nothing else is runnable here). */
     for (unsigned i = 0;; i++) {
         /* SYNC POINT (acquire): pairs with the peer's release of this index;
          * the caller re-reads it through the normal path anyway. */
@@ -1182,8 +1221,12 @@ ring_wait(SpscRing *r, int index_key, int waiters_key, uint64_t expected, double
             changed = 1;
             break;
         }
-        if ((i & 63) == 63 && now_ns() >= spin_until) break;
-        cpu_relax();
+        if (i < SPIN_PAUSES) {
+            cpu_relax();
+            continue;
+        }
+        if (now_ns() >= spin_until) break;
+        sched_yield();
     }
     Py_END_ALLOW_THREADS
     if (changed) {
@@ -1355,6 +1398,8 @@ core_test_config(PyObject *m, PyObject *unused)
 
 static PyMethodDef core_methods[] = {
     {"load64", (PyCFunction)(void (*)(void))core_load64, METH_FASTCALL, "load64(buf, off) -> int (acquire)"},
+    {"load64_many", (PyCFunction)(void (*)(void))core_load64_many, METH_FASTCALL,
+     "load64_many(buf, off, count) -> list[int] (each acquire)"},
     {"load32", (PyCFunction)(void (*)(void))core_load32, METH_FASTCALL, "load32(buf, off) -> int (acquire)"},
     {"store64", (PyCFunction)(void (*)(void))core_store64, METH_FASTCALL, "store64(buf, off, v) (release)"},
     {"store32", (PyCFunction)(void (*)(void))core_store32, METH_FASTCALL, "store32(buf, off, v) (release)"},

@@ -155,13 +155,11 @@ class EndpointTable:
         if not 0 <= slot < L.MAX_ENDPOINTS:
             return False
         off = self._entry(slot)
-        pid, got_role, state = unpack_word(_core.load64(self._buf, off + L.ENDPOINT_WORD))
+        word = _core.load64(self._buf, off + L.ENDPOINT_WORD)
+        _, got_role, state = unpack_word(word)
         if state == 0 or got_role != role:
             return False
-        if is_alive(pid, _core.load64(self._buf, off + L.ENDPOINT_START)):
-            return True
-        self._reap_entry(slot)
-        return False
+        return not self._reap_entry(slot, word, _core.load64(self._buf, off + L.ENDPOINT_START))
 
     def unregister(self, slot: int, role: int) -> None:
         """Free our entry and drop the live hint."""
@@ -182,16 +180,31 @@ class EndpointTable:
             if cur == 0 or _core.cas32(self._buf, off, cur, cur - 1) == cur:
                 return
 
-    def _reap_entry(self, slot: int) -> bool:
-        off = self._entry(slot)
-        word = _core.load64(self._buf, off + L.ENDPOINT_WORD)
-        pid, role, state = unpack_word(word)
-        if state == 0 or is_alive(pid, _core.load64(self._buf, off + L.ENDPOINT_START) if state == STATE_ACTIVE else 0):
+    def _rows(self) -> list[tuple[int, int, int]]:
+        """(slot, word, start time) of every taken entry: one core call."""
+        words = _core.load64_many(self._buf, L.ENDPOINTS_OFF, L.MAX_ENDPOINTS * L.ENDPOINT_SIZE // 8)
+        per = L.ENDPOINT_SIZE // 8
+        return [
+            (slot, words[slot * per], words[slot * per + L.ENDPOINT_START // 8])
+            for slot in range(L.MAX_ENDPOINTS)
+            if words[slot * per] != 0
+        ]
+
+    def _entry_alive(self, word: int, start: int) -> bool:
+        pid, _, state = unpack_word(word)
+        if pid == os.getpid():
+            return True  # our own entries (this process is evidently running)
+        return is_alive(pid, start if state == STATE_ACTIVE else 0)
+
+    def _reap_entry(self, slot: int, word: int, start: int) -> bool:
+        """Free ``slot`` if it still holds ``word`` and that process is dead."""
+        if self._entry_alive(word, start):
             return False
         # CAS on the whole word: if the entry was freed and reclaimed since we
         # read it, the word differs and we leave the new owner alone.
-        if _core.cas64(self._buf, off + L.ENDPOINT_WORD, word, 0) != word:
+        if _core.cas64(self._buf, self._entry(slot) + L.ENDPOINT_WORD, word, 0) != word:
             return False
+        _, role, state = unpack_word(word)
         if role in _LIVE_OFF:
             self._after_free(slot, role, was_active=state == STATE_ACTIVE)
         return True
@@ -200,18 +213,16 @@ class EndpointTable:
         """Free the entries of dead processes; returns how many."""
         if os.environ.get("SHMRING_BROKEN") == "ignore_dead_producer":
             return 0  # deliberately broken variant for the stress harness's own tests
-        return sum(self._reap_entry(slot) for slot in range(L.MAX_ENDPOINTS) if self._word(slot) != 0)
-
-    def _word(self, slot: int) -> int:
-        return int(_core.load64(self._buf, self._entry(slot) + L.ENDPOINT_WORD))
+        return sum(self._reap_entry(*row) for row in self._rows())
 
     def live(self, role: int) -> int:
-        """Live endpoints in ``role``, after reaping the dead ones."""
-        self.reap()
+        """Live endpoints in ``role``; dead ones met on the way are reaped."""
         n = 0
-        for slot in range(L.MAX_ENDPOINTS):
-            _, got_role, state = unpack_word(self._word(slot))
-            n += state != 0 and got_role == role
+        for slot, word, start in self._rows():
+            if unpack_word(word)[1] != role:
+                continue
+            if os.environ.get("SHMRING_BROKEN") == "ignore_dead_producer" or not self._reap_entry(slot, word, start):
+                n += 1
         return n
 
     def ever(self, role: int) -> bool:
@@ -222,12 +233,8 @@ class EndpointTable:
 
     def entries(self) -> list[Endpoint]:
         out = []
-        for slot in range(L.MAX_ENDPOINTS):
-            word = self._word(slot)
-            if word == 0:
-                continue
+        for slot, word, start in self._rows():
             pid, role, state = unpack_word(word)
-            start = int(_core.load64(self._buf, self._entry(slot) + L.ENDPOINT_START))
             out.append(
                 Endpoint(
                     slot=slot,

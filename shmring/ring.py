@@ -14,7 +14,6 @@ import math
 import os
 import queue
 import time
-from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import numpy as np
@@ -62,7 +61,9 @@ class Ring(_core.SpscRing):
     _region: Region | None = None
     _closed: bool = True
     _geo: L.Geometry
-    _slots: dict[int, int]  # role -> endpoint slot of this handle
+    _endpoint_slots: dict[int, int]  # role -> endpoint table slot of this handle
+    _items: np.ndarray[Any, Any] | None = None  # writable (capacity, *shape) view of every slot
+    _items_ro: np.ndarray[Any, Any] | None = None  # the same, read-only
     _next_scan: float = 0.0
     _in_view: bool = False
 
@@ -114,7 +115,11 @@ class Ring(_core.SpscRing):
         self._region = region
         self._geo = geo
         self._table = EndpointTable(region.mapping)
-        self._slots = {}
+        self._endpoint_slots = {}
+        count = geo.capacity * math.prod(geo.shape)
+        self._items = np.frombuffer(region.mapping, geo.dtype, count, L.DATA_OFFSET).reshape(geo.capacity, *geo.shape)
+        self._items_ro = self._items.view()
+        self._items_ro.flags.writeable = False
         self._closed = False
         _lifetime.track(self)
 
@@ -207,12 +212,12 @@ class Ring(_core.SpscRing):
     def _become(self, role: int) -> None:
         """Register this handle as producer or consumer on first use."""
         if self._in_view:
-            raise RuntimeError(f"cannot {'put' if role == PRODUCER else 'get'} while a reserve()/borrow() is open")
-        if role in self._slots:
+            raise RuntimeError("a reserve()/borrow() block is open on this handle: finish it before other puts or gets")
+        if role in self._endpoint_slots:
             self._role = self._role | role
             return
         exclusive = not (self.multi_producer if role == PRODUCER else self.multi_consumer)
-        self._slots[role] = self._table.register(role, exclusive)
+        self._endpoint_slots[role] = self._table.register(role, exclusive)
         self._role = self._role | role
         self._wake_all()
 
@@ -284,29 +289,36 @@ class Ring(_core.SpscRing):
                     return done
                 raise queue.Full
 
-    @contextlib.contextmanager
-    def reserve(self, timeout: float | None = None) -> Iterator[np.ndarray[Any, Any]]:
-        """Write the next slot in place: yields a writable view of it.
+    def reserve(self, timeout: float | None = None) -> contextlib.AbstractContextManager[np.ndarray[Any, Any]]:
+        """Write the next slot in place: ``with ring.reserve() as slot:``
+        gives a writable view of it.
 
         The slot is published when the block exits normally and dropped if it
         raises.  The view must not be used after the block.  ``timeout=0``
         does not wait (``queue.Full`` when the ring is full).
         """
-        self._check_open()
-        self._become(PRODUCER)
-        deadline = _deadline(timeout)
-        while True:
-            if self._peers_gone(CONSUMER):
-                self._broken_pipe()
-            offset = self._write_claim()
-            if offset >= 0:
-                break
-            if not self._sleep(self._wait_writable, deadline):
-                raise queue.Full
-        view = self._view(offset, 1, writeable=True)[0]
-        with self._exclusive_view(PRODUCER):
-            yield view
-        self._write_publish()
+        return _Reservation(self, timeout)
+
+    def _claim_slot(self, timeout: float | None) -> np.ndarray[Any, Any]:
+        """Wait for a free slot and open a view on it (reserve's __enter__)."""
+        if not self._role & PRODUCER:  # first use, closed, or inside another view
+            self._check_open()
+            self._become(PRODUCER)
+        index = self._write_claim()
+        if index < 0:
+            deadline = _deadline(timeout)
+            while True:
+                if self._peers_gone(CONSUMER):
+                    self._broken_pipe()
+                index = self._write_claim()
+                if index >= 0:
+                    break
+                if not self._sleep(self._wait_writable, deadline):
+                    raise queue.Full
+        assert self._items is not None
+        self._open_view(PRODUCER)
+        slot: np.ndarray[Any, Any] = self._items[index]
+        return slot
 
     # -- consuming ----------------------------------------------------------------------
     def _get_slow(self, block: bool, timeout: float | None) -> np.ndarray[Any, Any]:
@@ -347,59 +359,50 @@ class Ring(_core.SpscRing):
             if not block or not self._sleep(self._wait_readable, deadline):
                 raise queue.Empty
 
-    @contextlib.contextmanager
-    def borrow(self, timeout: float | None = None) -> Iterator[np.ndarray[Any, Any]]:
-        """Read the oldest item in place: yields a read-only view, consumed
-        when the block exits (normally or not).  The view must not be used
-        after the block: the producer may overwrite the slot."""
-        with self.borrow_many(1, timeout) as items:
-            yield items[0]
+    def borrow(self, timeout: float | None = None) -> contextlib.AbstractContextManager[np.ndarray[Any, Any]]:
+        """Read the oldest item in place: ``with ring.borrow() as item:`` gives
+        a read-only view, consumed when the block exits (normally or not).
+        The view must not be used after the block: the producer may
+        overwrite the slot."""
+        return _Loan(self, 1, timeout, single=True)
 
-    @contextlib.contextmanager
-    def borrow_many(self, max_items: int, timeout: float | None = None) -> Iterator[np.ndarray[Any, Any]]:
+    def borrow_many(
+        self, max_items: int, timeout: float | None = None
+    ) -> contextlib.AbstractContextManager[np.ndarray[Any, Any]]:
         """Like borrow, for up to ``max_items`` oldest items as one contiguous
-        ``(k, *shape)`` view; k may be less than ready items where the ring
-        wraps."""
-        self._check_open()
-        max_items = _positive_int(max_items, "max_items")
-        self._become(CONSUMER)
-        deadline = _deadline(timeout)
-        while True:
-            offset, count = self._read_peek(max_items)
-            if count:
-                break
-            self._raise_if_eof()
-            if not self._sleep(self._wait_readable, deadline):
-                raise queue.Empty
-        view = self._view(offset, count, writeable=False)
-        try:
-            with self._exclusive_view(CONSUMER):
-                yield view
-        finally:
-            self._read_release(count)
+        read-only ``(k, *shape)`` view; k stops where the ring wraps."""
+        return _Loan(self, _positive_int(max_items, "max_items"), timeout, single=False)
+
+    def _lend(self, max_items: int, timeout: float | None) -> tuple[int, int]:
+        """Wait for ready items; (first slot, count) of a run that does not
+        wrap (borrow's __enter__)."""
+        if not self._role & CONSUMER:  # first use, closed, or inside another view
+            self._check_open()
+            self._become(CONSUMER)
+        index, count = self._read_peek(max_items)
+        if not count:
+            deadline = _deadline(timeout)
+            while True:
+                index, count = self._read_peek(max_items)
+                if count:
+                    break
+                self._raise_if_eof()
+                if not self._sleep(self._wait_readable, deadline):
+                    raise queue.Empty
+        self._open_view(CONSUMER)
+        return index, count
 
     # -- views ----------------------------------------------------------------------------
-    def _view(self, offset: int, count: int, writeable: bool) -> np.ndarray[Any, Any]:
-        assert self._region is not None and self._region.mapping is not None
-        n = count * math.prod(self.shape)
-        arr = np.frombuffer(self._region.mapping, self.dtype, n, offset).reshape((count, *self.shape))
-        arr.flags.writeable = writeable
-        return arr
-
-    @contextlib.contextmanager
-    def _exclusive_view(self, role: int) -> Iterator[None]:
+    def _open_view(self, role: int) -> None:
         """While a reserve/borrow view is open, per-item calls of that role go
         to the slow path, which refuses them (they would race the view)."""
-        if self._in_view:
-            raise RuntimeError("reserve()/borrow() blocks on one handle cannot nest")
         self._in_view = True
         self._role = self._role & ~role
-        try:
-            yield
-        finally:
-            self._in_view = False
-            if not self._closed:
-                self._role = self._role | role
+
+    def _close_view(self, role: int) -> None:
+        self._in_view = False
+        if not self._closed:
+            self._role = self._role | role
 
     # -- lifetime -------------------------------------------------------------------------
     def endpoints(self) -> list[Endpoint]:
@@ -419,12 +422,13 @@ class Ring(_core.SpscRing):
         self._closed = True
         _lifetime.untrack(self)
         try:
-            for role, slot in self._slots.items():
+            for role, slot in self._endpoint_slots.items():
                 self._table.unregister(slot, role)
-            self._slots = {}
+            self._endpoint_slots = {}
             self._role = 0
             self._wake_all()
         finally:
+            self._items = self._items_ro = None  # our own views must not pin the mapping
             self._release()
             region = self._region
             if region.owner and region.backend == "shm":
@@ -443,7 +447,7 @@ class Ring(_core.SpscRing):
             self._region.flush()
 
     def _after_fork_in_child(self) -> None:
-        self._slots = {}
+        self._endpoint_slots = {}
         self._role = 0
         if self._region is not None:
             self._region.creator_pid = 0
@@ -467,6 +471,51 @@ class Ring(_core.SpscRing):
                 "(use backend='shm' to pass it to spawned processes)"
             )
         return (_attach, (self.name, self.backend))
+
+
+class _Reservation:
+    """``with ring.reserve() as slot``: claim on enter, publish on a normal
+    exit, drop on an exception.  A class, not a generator: this is a hot path."""
+
+    __slots__ = ("_ring", "_timeout")
+
+    def __init__(self, ring: Ring, timeout: float | None) -> None:
+        self._ring, self._timeout = ring, timeout
+
+    def __enter__(self) -> np.ndarray[Any, Any]:
+        return self._ring._claim_slot(self._timeout)
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        ring = self._ring
+        ring._close_view(PRODUCER)
+        if exc_type is None and not ring._closed:
+            ring._write_publish()
+
+
+class _Loan:
+    """``with ring.borrow() as item``: view the oldest items on enter,
+    release them on exit, whatever happened inside."""
+
+    __slots__ = ("_count", "_max", "_ring", "_single", "_timeout")
+
+    def __init__(self, ring: Ring, max_items: int, timeout: float | None, single: bool) -> None:
+        self._ring, self._max, self._timeout, self._single = ring, max_items, timeout, single
+        self._count = 0
+
+    def __enter__(self) -> np.ndarray[Any, Any]:
+        ring = self._ring
+        index, self._count = ring._lend(self._max, self._timeout)
+        assert ring._items_ro is not None
+        view: np.ndarray[Any, Any] = (
+            ring._items_ro[index] if self._single else ring._items_ro[index : index + self._count]
+        )
+        return view
+
+    def __exit__(self, *exc: object) -> None:
+        ring = self._ring
+        ring._close_view(CONSUMER)
+        if not ring._closed:
+            ring._read_release(self._count)
 
 
 def _positive_int(value: Any, what: str) -> int:
