@@ -39,7 +39,7 @@ def pool_of_frames(size: int, count: int = 8) -> list[np.ndarray[Any, Any]]:
 
 
 def produce_frames(ring: shmring.Ring, n: int) -> None:
-    pool = pool_of_frames(ring.shape[0])
+    pool = pool_of_frames(ring.shape[0], count=3 if ring.shape[0] > (1 << 20) else 8)
     for i in range(n):
         frame = pool[i % len(pool)]
         frame[:8] = np.frombuffer(np.int64(i).tobytes(), np.uint8)  # sequence stamp
@@ -104,6 +104,25 @@ def test_a_gibibyte_of_frames_arrives_intact_and_in_order(name: str) -> None:
     pool = pool_of_frames(size)
     crcs = [zlib.crc32(memoryview(f)[8:]) for f in pool]
     with shmring.Ring(name, capacity=8, shape=(size,), dtype=np.uint8) as ring:
+        child = FORK.Process(target=produce_frames, args=(ring, n))
+        child.start()
+        for i in range(n):
+            frame = ring.get(timeout=30)
+            assert int(frame[:8].view(np.int64)[0]) == i
+            assert zlib.crc32(memoryview(frame)[8:]) == crcs[i % len(pool)], f"frame {i} corrupt"
+        with pytest.raises(EOFError):
+            ring.get(timeout=30)
+        child.join(30)
+        assert child.exitcode == 0
+
+
+def test_odd_sized_frames_through_a_ring_larger_than_the_cache_arrive_intact(name: str) -> None:
+    """48 MiB of slots (more than this machine's L3) in GIL-free copies; the
+    odd size misaligns every other slot."""
+    size, n = (16 << 20) + 3, 24
+    pool = pool_of_frames(size, count=3)
+    crcs = [zlib.crc32(memoryview(f)[8:]) for f in pool]
+    with shmring.Ring(name, capacity=3, shape=(size,), dtype=np.uint8) as ring:
         child = FORK.Process(target=produce_frames, args=(ring, n))
         child.start()
         for i in range(n):
