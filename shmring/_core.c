@@ -60,9 +60,9 @@ typedef _Atomic uint32_t a32;
 
 /* Copies at least this large run with the GIL released. */
 #define NOGIL_COPY_BYTES ((size_t)64 * 1024)
-/* A waiter spins SPIN_PAUSES pause instructions (~1-2 us), then yields the
+/* A waiter spins SPIN_PAUSES pause instructions (about a microsecond), then yields the
  * core until SPIN_NS have passed, then sleeps on the futex. */
-#define SPIN_PAUSES 256u
+#define SPIN_PAUSES 64u
 #define SPIN_NS 30000LL
 
 #define ROLE_PRODUCER 1
