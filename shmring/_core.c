@@ -257,42 +257,78 @@ get_writable(PyObject *obj, Py_buffer *view)
     return PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS);
 }
 
-#define ATOMIC_WRAPPER_BEGIN(WIDTH)                                           \
-    Py_buffer view;                                                           \
-    Py_ssize_t off;                                                           \
-    if (nargs < 2) {                                                          \
-        PyErr_SetString(PyExc_TypeError, "expected (buffer, offset, ...)");   \
-        return NULL;                                                          \
-    }                                                                         \
-    off = PyLong_AsSsize_t(args[1]);                                          \
-    if (off == -1 && PyErr_Occurred()) return NULL;                           \
-    if (get_writable(args[0], &view) < 0) return NULL;                        \
-    void *p = checked_word(&view, off, WIDTH);                                \
-    if (p == NULL) {                                                          \
-        PyBuffer_Release(&view);                                              \
-        return NULL;                                                          \
-    }
+/* One parsed call of a word operation: the exported buffer, the checked
+ * word address and up to two values. */
+typedef struct {
+    Py_buffer view;
+    void *p;
+    uint64_t v[2];
+} word_call;
 
+enum value_kind { UNSIGNED, DELTA };
+
+/* Parses (buffer, offset, values...) for an operation on a `width`-byte word:
+ * exactly 2 + nvalues arguments; UNSIGNED values must fit the width, a DELTA
+ * may be negative (it wraps, as fetch_add does).  On success the caller owns
+ * c->view and must release it. */
 static int
-need_args(Py_ssize_t nargs, Py_ssize_t n, const char *name)
+word_args(PyObject *const *args, Py_ssize_t nargs, const char *name, Py_ssize_t width, int nvalues,
+          enum value_kind kind, word_call *c)
 {
-    if (nargs != n) {
-        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, n, nargs);
+    if (nargs != 2 + nvalues) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %d arguments (%zd given)", name, 2 + nvalues, nargs);
+        return -1;
+    }
+    Py_ssize_t off = PyLong_AsSsize_t(args[1]);
+    if (off == -1 && PyErr_Occurred()) return -1;
+    for (int i = 0; i < nvalues; i++) {
+        PyObject *obj = args[2 + i];
+        if (kind == DELTA) {
+            long long d = PyLong_AsLongLong(obj);
+            if (d == -1 && PyErr_Occurred()) return -1;
+            if (width == 4 && (d < INT32_MIN || d > (long long)UINT32_MAX)) goto overflow;
+            c->v[i] = (uint64_t)d;
+        }
+        else {
+            unsigned long long u = PyLong_AsUnsignedLongLong(obj);
+            if (u == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+            if (width == 4 && u > UINT32_MAX) goto overflow;
+            c->v[i] = u;
+        }
+    }
+    if (get_writable(args[0], &c->view) < 0) return -1;
+    c->p = checked_word(&c->view, off, width);
+    if (c->p == NULL) {
+        PyBuffer_Release(&c->view);
         return -1;
     }
     return 0;
+overflow:
+    PyErr_Format(PyExc_OverflowError, "%s(): value does not fit in %zd bits", name, width * 8);
+    return -1;
 }
 
 static PyObject *
 core_load64(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (need_args(nargs, 2, "load64") < 0) return NULL;
-    ATOMIC_WRAPPER_BEGIN(8)
-    /* SYNC POINT (acquire): pairs with store64/cas64/fetch_add64 release
-     * writers of the same word; what they wrote before is visible after. */
-    uint64_t v = atomic_load_explicit((a64 *)p, memory_order_acquire);
-    PyBuffer_Release(&view);
+    word_call c;
+    if (word_args(args, nargs, "load64", 8, 0, UNSIGNED, &c) < 0) return NULL;
+    /* SYNC POINT (acquire): pairs with the release writers of the same word
+     * (store64, cas64, fetch_add64); what they wrote before is visible now. */
+    uint64_t v = atomic_load_explicit((a64 *)c.p, memory_order_acquire);
+    PyBuffer_Release(&c.view);
     return PyLong_FromUnsignedLongLong(v);
+}
+
+static PyObject *
+core_load32(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    word_call c;
+    if (word_args(args, nargs, "load32", 4, 0, UNSIGNED, &c) < 0) return NULL;
+    /* SYNC POINT (acquire): pairs with the release writers of this word. */
+    uint32_t v = atomic_load_explicit((a32 *)c.p, memory_order_acquire);
+    PyBuffer_Release(&c.view);
+    return PyLong_FromUnsignedLong(v);
 }
 
 /* load64_many(buf, off, count) -> list of count words, each acquire-loaded:
@@ -300,167 +336,126 @@ core_load64(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 core_load64_many(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (need_args(nargs, 3, "load64_many") < 0) return NULL;
-    Py_ssize_t count = PyLong_AsSsize_t(args[2]);
-    if (count == -1 && PyErr_Occurred()) return NULL;
-    if (count < 0 || count > (PY_SSIZE_T_MAX / 8)) {
-        PyErr_SetString(PyExc_ValueError, "count out of range");
+    word_call c;
+    if (word_args(args, nargs, "load64_many", 8, 1, UNSIGNED, &c) < 0) return NULL;
+    Py_ssize_t off = (char *)c.p - (char *)c.view.buf;
+    if (c.v[0] > (uint64_t)(c.view.len - off) / 8) {
+        PyBuffer_Release(&c.view);
+        raise_layout("%llu words at offset %zd run past the mapping of %zd bytes", (unsigned long long)c.v[0], off,
+                     c.view.len);
         return NULL;
     }
-    ATOMIC_WRAPPER_BEGIN(8)
-    if (checked_word(&view, off + 8 * (count ? count - 1 : 0), 8) == NULL) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
+    Py_ssize_t count = (Py_ssize_t)c.v[0];
     PyObject *out = PyList_New(count);
-    if (out != NULL) {
-        for (Py_ssize_t i = 0; i < count; i++) {
-            /* SYNC POINT (acquire): as load64, word by word (the scan is
-             * not a snapshot; callers CAS on the exact word they saw). */
-            uint64_t v = atomic_load_explicit((a64 *)p + i, memory_order_acquire);
-            PyObject *item = PyLong_FromUnsignedLongLong(v);
-            if (item == NULL) {
-                Py_CLEAR(out);
-                break;
-            }
-            PyList_SET_ITEM(out, i, item);
+    for (Py_ssize_t i = 0; out != NULL && i < count; i++) {
+        /* SYNC POINT (acquire): as load64, word by word (a scan, not a
+         * snapshot: callers CAS on the exact word they saw). */
+        PyObject *item = PyLong_FromUnsignedLongLong(atomic_load_explicit((a64 *)c.p + i, memory_order_acquire));
+        if (item == NULL) {
+            Py_CLEAR(out);
+            break;
         }
+        PyList_SET_ITEM(out, i, item);
     }
-    PyBuffer_Release(&view);
+    PyBuffer_Release(&c.view);
     return out;
-}
-
-static PyObject *
-core_load32(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (need_args(nargs, 2, "load32") < 0) return NULL;
-    ATOMIC_WRAPPER_BEGIN(4)
-    /* SYNC POINT (acquire): pairs with the release writers of this word. */
-    uint32_t v = atomic_load_explicit((a32 *)p, memory_order_acquire);
-    PyBuffer_Release(&view);
-    return PyLong_FromUnsignedLong(v);
 }
 
 static PyObject *
 core_store64(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (need_args(nargs, 3, "store64") < 0) return NULL;
-    uint64_t v = PyLong_AsUnsignedLongLong(args[2]);
-    if (v == (uint64_t)-1 && PyErr_Occurred()) return NULL;
-    ATOMIC_WRAPPER_BEGIN(8)
+    word_call c;
+    if (word_args(args, nargs, "store64", 8, 1, UNSIGNED, &c) < 0) return NULL;
     /* SYNC POINT (release): pairs with load64's acquire; earlier writes
-     * (e.g. an endpoint's start time) are visible to whoever sees v. */
-    atomic_store_explicit((a64 *)p, v, memory_order_release);
-    PyBuffer_Release(&view);
+     * (e.g. an endpoint's start time) are visible to whoever sees the value. */
+    atomic_store_explicit((a64 *)c.p, c.v[0], memory_order_release);
+    PyBuffer_Release(&c.view);
     Py_RETURN_NONE;
 }
 
 static PyObject *
 core_store32(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (need_args(nargs, 3, "store32") < 0) return NULL;
-    unsigned long v = PyLong_AsUnsignedLong(args[2]);
-    if (v == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (v > UINT32_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "value does not fit in 32 bits");
-        return NULL;
-    }
-    ATOMIC_WRAPPER_BEGIN(4)
+    word_call c;
+    if (word_args(args, nargs, "store32", 4, 1, UNSIGNED, &c) < 0) return NULL;
     /* SYNC POINT (release): pairs with load32's acquire. */
-    atomic_store_explicit((a32 *)p, (uint32_t)v, memory_order_release);
-    PyBuffer_Release(&view);
+    atomic_store_explicit((a32 *)c.p, (uint32_t)c.v[0], memory_order_release);
+    PyBuffer_Release(&c.view);
     Py_RETURN_NONE;
 }
 
 static PyObject *
 core_cas64(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (need_args(nargs, 4, "cas64") < 0) return NULL;
-    uint64_t expected = PyLong_AsUnsignedLongLong(args[2]);
-    if (expected == (uint64_t)-1 && PyErr_Occurred()) return NULL;
-    uint64_t desired = PyLong_AsUnsignedLongLong(args[3]);
-    if (desired == (uint64_t)-1 && PyErr_Occurred()) return NULL;
-    ATOMIC_WRAPPER_BEGIN(8)
-    /* SYNC POINT (seq_cst): claiming or reaping an endpoint slot must be
+    word_call c;
+    if (word_args(args, nargs, "cas64", 8, 2, UNSIGNED, &c) < 0) return NULL;
+    uint64_t seen = c.v[0];
+    /* SYNC POINT (seq_cst): claiming or reaping an endpoint entry must be
      * totally ordered with the counters it guards (see fetch_add32). */
-    atomic_compare_exchange_strong_explicit((a64 *)p, &expected, desired, memory_order_seq_cst,
-                                            memory_order_seq_cst);
-    PyBuffer_Release(&view);
+    atomic_compare_exchange_strong_explicit((a64 *)c.p, &seen, c.v[1], memory_order_seq_cst, memory_order_seq_cst);
+    PyBuffer_Release(&c.view);
     /* Returns the value seen: success iff it equals the expected value. */
-    return PyLong_FromUnsignedLongLong(expected);
+    return PyLong_FromUnsignedLongLong(seen);
 }
 
 static PyObject *
 core_cas32(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (need_args(nargs, 4, "cas32") < 0) return NULL;
-    unsigned long e = PyLong_AsUnsignedLong(args[2]);
-    if (e == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    unsigned long d = PyLong_AsUnsignedLong(args[3]);
-    if (d == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (e > UINT32_MAX || d > UINT32_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "value does not fit in 32 bits");
-        return NULL;
-    }
-    ATOMIC_WRAPPER_BEGIN(4)
-    uint32_t expected = (uint32_t)e;
+    word_call c;
+    if (word_args(args, nargs, "cas32", 4, 2, UNSIGNED, &c) < 0) return NULL;
+    uint32_t seen = (uint32_t)c.v[0];
     /* SYNC POINT (seq_cst): as cas64. */
-    atomic_compare_exchange_strong_explicit((a32 *)p, &expected, (uint32_t)d, memory_order_seq_cst,
+    atomic_compare_exchange_strong_explicit((a32 *)c.p, &seen, (uint32_t)c.v[1], memory_order_seq_cst,
                                             memory_order_seq_cst);
-    PyBuffer_Release(&view);
-    return PyLong_FromUnsignedLong(expected);
+    PyBuffer_Release(&c.view);
+    return PyLong_FromUnsignedLong(seen);
 }
 
 static PyObject *
 core_fetch_add64(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (need_args(nargs, 3, "fetch_add64") < 0) return NULL;
-    long long delta = PyLong_AsLongLong(args[2]);
-    if (delta == -1 && PyErr_Occurred()) return NULL;
-    ATOMIC_WRAPPER_BEGIN(8)
+    word_call c;
+    if (word_args(args, nargs, "fetch_add64", 8, 1, DELTA, &c) < 0) return NULL;
     /* SYNC POINT (seq_cst): counters of live endpoints are read by peers
      * deciding EOF/EPIPE; seq_cst orders them with the index loads there. */
-    uint64_t old = atomic_fetch_add_explicit((a64 *)p, (uint64_t)delta, memory_order_seq_cst);
-    PyBuffer_Release(&view);
+    uint64_t old = atomic_fetch_add_explicit((a64 *)c.p, c.v[0], memory_order_seq_cst);
+    PyBuffer_Release(&c.view);
     return PyLong_FromUnsignedLongLong(old);
 }
 
 static PyObject *
 core_fetch_add32(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (need_args(nargs, 3, "fetch_add32") < 0) return NULL;
-    long delta = PyLong_AsLong(args[2]);
-    if (delta == -1 && PyErr_Occurred()) return NULL;
-    ATOMIC_WRAPPER_BEGIN(4)
+    word_call c;
+    if (word_args(args, nargs, "fetch_add32", 4, 1, DELTA, &c) < 0) return NULL;
     /* SYNC POINT (seq_cst): as fetch_add64. */
-    uint32_t old = atomic_fetch_add_explicit((a32 *)p, (uint32_t)delta, memory_order_seq_cst);
-    PyBuffer_Release(&view);
+    uint32_t old = atomic_fetch_add_explicit((a32 *)c.p, (uint32_t)c.v[0], memory_order_seq_cst);
+    PyBuffer_Release(&c.view);
     return PyLong_FromUnsignedLong(old);
 }
 
+/* futex_wait(buf, off, expected, timeout): timeout None waits forever. */
 static PyObject *
 core_futex_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (need_args(nargs, 4, "futex_wait") < 0) return NULL;
-    unsigned long e = PyLong_AsUnsignedLong(args[2]);
-    if (e == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    if (e > UINT32_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "value does not fit in 32 bits");
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "futex_wait() takes 4 arguments (%zd given)", nargs);
         return NULL;
     }
     double timeout = -1.0;
     if (args[3] != Py_None) {
         timeout = PyFloat_AsDouble(args[3]);
         if (timeout == -1.0 && PyErr_Occurred()) return NULL;
-        if (timeout < 0) {
+        if (!(timeout >= 0)) {
             PyErr_SetString(PyExc_ValueError, "timeout must be non-negative or None");
             return NULL;
         }
     }
-    ATOMIC_WRAPPER_BEGIN(4)
+    word_call c;
+    if (word_args(args, 3, "futex_wait", 4, 1, UNSIGNED, &c) < 0) return NULL;
     /* The buffer stays exported (and so mapped) for the whole wait. */
-    int rc = futex_wait_gil(p, (uint32_t)e, timeout);
-    PyBuffer_Release(&view);
+    int rc = futex_wait_gil(c.p, (uint32_t)c.v[0], timeout);
+    PyBuffer_Release(&c.view);
     if (rc < 0) return NULL;
     return PyBool_FromLong(rc);
 }
@@ -468,13 +463,11 @@ core_futex_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 core_futex_wake(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (need_args(nargs, 3, "futex_wake") < 0) return NULL;
-    long wanted = PyLong_AsLong(args[2]);
-    if (wanted == -1 && PyErr_Occurred()) return NULL;
-    int n = wanted > INT_MAX ? INT_MAX : wanted < 0 ? 0 : (int)wanted;
-    ATOMIC_WRAPPER_BEGIN(4)
-    long rc = futex_wake_raw(p, n);
-    PyBuffer_Release(&view);
+    word_call c;
+    if (word_args(args, nargs, "futex_wake", 4, 1, UNSIGNED, &c) < 0) return NULL;
+    int n = c.v[0] > INT_MAX ? INT_MAX : (int)c.v[0];
+    long rc = futex_wake_raw(c.p, n);
+    PyBuffer_Release(&c.view);
     if (rc < 0) return PyErr_SetFromErrno(PyExc_OSError);
     return PyLong_FromLong(rc);
 }

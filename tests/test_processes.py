@@ -38,8 +38,12 @@ def pool_of_frames(size: int, count: int = 8) -> list[np.ndarray[Any, Any]]:
     return [rng.integers(0, 256, size, dtype=np.uint8) for _ in range(count)]
 
 
+def frame_pool_size(size: int) -> int:
+    return 3 if size > (1 << 20) else 8
+
+
 def produce_frames(ring: shmring.Ring, n: int) -> None:
-    pool = pool_of_frames(ring.shape[0], count=3 if ring.shape[0] > (1 << 20) else 8)
+    pool = pool_of_frames(ring.shape[0], frame_pool_size(ring.shape[0]))
     for i in range(n):
         frame = pool[i % len(pool)]
         frame[:8] = np.frombuffer(np.int64(i).tobytes(), np.uint8)  # sequence stamp
@@ -99,13 +103,14 @@ def test_a_million_small_messages_arrive_complete_and_in_order(name: str) -> Non
     np.testing.assert_array_equal(seconds, np.arange(n) * 7919 % 1000003)
 
 
-def test_a_gibibyte_of_frames_arrives_intact_and_in_order(name: str) -> None:
-    size, n = 1 << 20, 1100  # 1 MiB frames, 1.07 GiB in all
-    pool = pool_of_frames(size)
-    crcs = [zlib.crc32(memoryview(f)[8:]) for f in pool]
-    with shmring.Ring(name, capacity=8, shape=(size,), dtype=np.uint8) as ring:
+def send_and_check_frames(name: str, size: int, n: int, capacity: int) -> None:
+    """A fork child puts n frames of random bytes with a sequence stamp; here
+    each must arrive in order with the right CRC, then EOF."""
+    with shmring.Ring(name, capacity=capacity, shape=(size,), dtype=np.uint8) as ring:
         child = FORK.Process(target=produce_frames, args=(ring, n))
         child.start()
+        pool = pool_of_frames(size, frame_pool_size(size))
+        crcs = [zlib.crc32(memoryview(f)[8:]) for f in pool]
         for i in range(n):
             frame = ring.get(timeout=30)
             assert int(frame[:8].view(np.int64)[0]) == i
@@ -114,25 +119,16 @@ def test_a_gibibyte_of_frames_arrives_intact_and_in_order(name: str) -> None:
             ring.get(timeout=30)
         child.join(30)
         assert child.exitcode == 0
+
+
+def test_a_gibibyte_of_frames_arrives_intact_and_in_order(name: str) -> None:
+    send_and_check_frames(name, size=1 << 20, n=1100, capacity=8)  # 1.07 GiB
 
 
 def test_odd_sized_frames_through_a_ring_larger_than_the_cache_arrive_intact(name: str) -> None:
     """48 MiB of slots (more than this machine's L3) in GIL-free copies; the
     odd size misaligns every other slot."""
-    size, n = (16 << 20) + 3, 24
-    pool = pool_of_frames(size, count=3)
-    crcs = [zlib.crc32(memoryview(f)[8:]) for f in pool]
-    with shmring.Ring(name, capacity=3, shape=(size,), dtype=np.uint8) as ring:
-        child = FORK.Process(target=produce_frames, args=(ring, n))
-        child.start()
-        for i in range(n):
-            frame = ring.get(timeout=30)
-            assert int(frame[:8].view(np.int64)[0]) == i
-            assert zlib.crc32(memoryview(frame)[8:]) == crcs[i % len(pool)], f"frame {i} corrupt"
-        with pytest.raises(EOFError):
-            ring.get(timeout=30)
-        child.join(30)
-        assert child.exitcode == 0
+    send_and_check_frames(name, size=(16 << 20) + 3, n=24, capacity=3)
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])

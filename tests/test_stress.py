@@ -1,0 +1,282 @@
+"""The stress harness keeps its teeth.
+
+Three layers: the arbiter's rules on hand-made logs (instant); short fuzzed
+multi-process cells that must come out clean (hypothesis draws the knobs);
+and the proof that the harness catches bugs, both the core's deliberately
+broken variants (SHMRING_BROKEN, through ``python -m stress --quick``) and
+structures faked to lose, duplicate, spin, leak or lie about EOF.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import re
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from stress import adapters, cell, message
+from stress.arbiter import ConsumerRecord, LaneRecord, ProducerRecord, judge_total_order
+from stress.cli import run_cell
+from stress.config import CellConfig
+from stress.schedule import Call, Temperament
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tag() -> str:
+    return "t" + uuid.uuid4().hex[:8]
+
+
+# -- the arbiter's rules, on hand-made logs ------------------------------------------------------
+def _judge(producers: list[ProducerRecord], consumers: list[ConsumerRecord], complete: bool = True) -> Any:
+    verdict = judge_total_order(LaneRecord("lane", tuple(producers), tuple(consumers), complete))
+    return sorted(v.outcome for v in verdict.violations), dict(verdict.acceptable)
+
+
+def test_arbiter_passes_a_lane_delivered_in_order_across_replacements() -> None:
+    producers = [ProducerRecord(1, True, 10, 0), ProducerRecord(2, False, 5, 0)]
+    consumers = [ConsumerRecord(7, True, 0, ((1, 0, 6),)), ConsumerRecord(8, False, 0, ((1, 7, 9), (2, 0, 4)))]
+    assert _judge(producers, consumers) == ([], {})
+
+
+@pytest.mark.parametrize(
+    ("runs", "outcome"),
+    [
+        (((1, 0, 4), (1, 6, 9)), "lost"),
+        (((1, 0, 5), (1, 5, 9)), "duplicated"),
+        (((1, 0, 3), (1, 5, 9), (1, 4, 4)), "reordered"),
+        (((1, 0, 10),), "phantom"),
+        (((1, 0, 9), (3, 0, 0)), "phantom"),
+    ],
+)
+def test_arbiter_names_each_forbidden_outcome(runs: tuple[tuple[int, int, int], ...], outcome: str) -> None:
+    assert _judge([ProducerRecord(1, False, 10, 0)], [ConsumerRecord(7, False, 0, runs)])[0] == [outcome]
+
+
+def test_arbiter_accepts_a_killed_producers_unfinished_call_only_as_a_prefix() -> None:
+    producers = [ProducerRecord(1, True, 10, 3), ProducerRecord(2, False, 5, 0)]
+    prefix = ConsumerRecord(7, False, 0, ((1, 0, 10), (2, 0, 4)))
+    assert _judge(producers, [prefix]) == ([], {"in_flight_put": 1})
+    hole = ConsumerRecord(7, False, 0, ((1, 0, 9), (1, 11, 11), (2, 0, 4)))
+    assert _judge(producers, [hole])[0] == ["lost"]
+
+
+def test_arbiter_accepts_at_most_a_killed_consumers_take_as_missing() -> None:
+    producers = [ProducerRecord(1, False, 20, 0)]
+    took_four = [ConsumerRecord(7, True, 4, ((1, 0, 5),)), ConsumerRecord(8, False, 0, ((1, 10, 19),))]
+    assert _judge(producers, took_four) == ([], {"in_flight_take": 1})
+    took_five = [ConsumerRecord(7, True, 4, ((1, 0, 5),)), ConsumerRecord(8, False, 0, ((1, 11, 19),))]
+    assert _judge(producers, took_five)[0] == ["lost"]
+
+
+def test_arbiter_does_not_judge_losses_of_a_lane_that_never_drained() -> None:
+    consumers = [ConsumerRecord(7, False, 0, ((1, 0, 4),))]
+    assert _judge([ProducerRecord(1, False, 10, 0)], consumers, complete=False) == ([], {})
+
+
+def test_a_slot_whose_second_half_is_stale_fails_verification() -> None:
+    enc = message.Encoder(producer=3, slot_bytes=96, seed=1)
+    rows = np.zeros((2, 96), dtype=np.uint8)
+    enc.write(rows[0], 5, length=2)
+    enc.write(rows[1], 6, length=2)
+    assert message.verify(rows[0])[:2] == (3, 5)
+    torn = rows[1].copy()
+    torn[48:] = rows[0][48:]
+    with pytest.raises(message.Corrupt, match="mixes two messages"):
+        message.verify(torn)
+
+
+# -- short fuzzed cells must be clean ------------------------------------------------------------
+def _report(result: dict[str, Any], cfg: CellConfig) -> str:
+    lines = [f"{v['outcome']} [{v['where']}]: {v['detail']}" for v in result["violations"]]
+    return "\n".join([*lines, f"reproduce: {cfg.command()}"])
+
+
+knobs = st.fixed_dictionaries(
+    {
+        "seed": st.integers(1, 2**31),
+        "backend": st.sampled_from(adapters.BACKENDS),
+        "kill_rate": st.sampled_from([0.0, 5.0]),
+        "delay": st.sampled_from(["off", "50:200"]),
+        "sizes": st.sampled_from(["small", "0:4096", "mixed"]),
+        "batch": st.sampled_from(["1", "1:8", "4:64"]),
+        "capacity": st.sampled_from(["1", "1:4", "1:256"]),
+        "zero_copy": st.sampled_from([0.0, 0.5, 1.0]),
+        "producers": st.integers(1, 2),
+    }
+)
+
+
+def _fuzz_cell(k: dict[str, Any], duration: float) -> None:
+    cfg = CellConfig(
+        structure="ring",
+        sync="lockfree",
+        duration=duration,
+        lane_time="0.3:1.5",
+        deadlock_after=5.0,
+        consumers=k["producers"],
+        max_ring_mib=8,
+        tag=_tag(),
+        **k,
+    )
+    result = run_cell(cfg)
+    assert not result["violations"], _report(result, cfg)
+    assert result["messages"] > 0, _report(result, cfg)
+
+
+@settings(
+    max_examples=3,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],  # each example is a multi-process run: no shrinking
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(knobs)
+def test_short_fuzzed_cells_show_no_forbidden_outcome(k: dict[str, Any]) -> None:
+    _fuzz_cell(k, duration=1.5)
+
+
+@pytest.mark.slow
+@settings(max_examples=10, deadline=None, phases=[Phase.explicit, Phase.generate])
+@given(knobs)
+def test_many_fuzzed_cells_show_no_forbidden_outcome(k: dict[str, Any]) -> None:
+    _fuzz_cell(k, duration=4.0)
+
+
+# -- the core's deliberately broken variants are caught by --quick --------------------------------
+CAUGHT_AS = {
+    # The consumer reads a slot before (or while) its bytes land: a stale or half-written message.
+    "publish_before_copy": {"corrupted", "duplicated", "phantom", "reordered", "lost"},
+    "relaxed_publish": {"corrupted", "duplicated", "phantom", "reordered", "lost"},
+    # An unread slot is overwritten: the consumer sees a later message early, or the core
+    # notices the impossible indices and raises (LayoutError).
+    "overwrite_unreleased": {"corrupted", "duplicated", "reordered", "lost", "actor_error"},
+    # A consumer whose producer was SIGKILLed never sees EOF.
+    "ignore_dead_producer": {"deadlock"},
+}
+
+
+def _stress(*args: str, timeout: float = 90) -> tuple[int, str, float]:
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "stress", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={k: v for k, v in os.environ.items() if k not in ("SHMRING_BROKEN", "SHMRING_DELAY")},
+    )
+    return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("variant", sorted(CAUGHT_AS))
+def test_quick_catches_the_broken_variant(variant: str) -> None:
+    code, out, seconds = _stress("--quick", "--fail-fast", "--broken", variant, "--seed", "1")
+    assert code == 1, out
+    names = set(re.findall(r"^  - (\w+) \[", out, re.MULTILINE))
+    assert names and names <= CAUGHT_AS[variant] | {"in_flight_put"}, out
+    assert names & CAUGHT_AS[variant], out
+    assert re.search(r"^  seed: \d+$", out, re.MULTILINE), out
+    assert re.search(rf"^  reproduce: python -m stress .*--broken {variant}$", out, re.MULTILINE), out
+    assert seconds < 60, f"caught only after {seconds:.0f} s"
+
+
+def test_the_printed_command_reproduces_a_failure() -> None:
+    code, out, _ = _stress("--quick", "--fail-fast", "--broken", "publish_before_copy", "--seed", "2")
+    assert code == 1, out
+    command = re.search(r"^  reproduce: python -m stress (.*)$", out, re.MULTILINE)
+    assert command is not None, out
+    args = [*shlex.split(command.group(1)), "--fail-fast"]
+    code, again, _ = _stress(*args)
+    assert code == 1, again
+    assert "seed: " in again
+
+
+def test_a_clean_custom_run_prints_the_summary_and_exits_zero() -> None:
+    code, out, _ = _stress("--backend", "anon", "--sync", "lockfree", "--duration", "1.5", "--kill-rate", "4")
+    assert code == 0, out
+    assert re.search(r"^total\s+[\d.]+\s+\d+\s+[\d,]+", out, re.MULTILINE), out
+    assert "busy-wait checks:" in out and "acceptable outcomes:" in out
+
+
+# -- structures faked to misbehave: every watchdog and rule fires ---------------------------------
+class _FakeRing(adapters.RingAdapter):
+    """The real ring, with one misbehaviour switched on by ``fault``."""
+
+    def __init__(self, fault: str):
+        self.fault = fault
+        self.calls = 0
+
+    def receive(self, handle: Any, call: Call, visit: adapters.Visit) -> int:
+        self.calls += 1
+        if self.fault == "spins" and call.op in ("copy", "zero_copy", "copy_many", "zero_copy_many"):
+            while True:  # "blocks" by polling: the CPU watchdog must notice
+                try:
+                    return super().receive(handle, Call("copy_nowait", 1, None), visit)
+                except queue.Empty:
+                    pass
+        if self.fault == "lies_eof" and self.calls % 500 == 0:
+            raise EOFError("fake")
+        if self.fault == "drops" and self.calls % 300 == 0:
+            return super().receive(handle, call, lambda rows: None)
+        if self.fault == "duplicates" and self.calls % 300 == 0:
+
+            def twice(rows: adapters.Bytes) -> None:
+                visit(rows)
+                visit(rows)
+
+            return super().receive(handle, call, twice)
+        return super().receive(handle, call, visit)
+
+    def dispose(self, owner: Any) -> None:
+        if self.fault != "leaks":
+            super().dispose(owner)
+            return
+        owner._region.creator_pid = 0  # now close() leaves the segment behind
+        owner.close()
+
+
+@pytest.mark.parametrize(
+    ("fault", "outcome"),
+    [
+        ("drops", "lost"),
+        ("duplicates", "duplicated"),
+        ("lies_eof", "spurious_eof"),
+        ("spins", "busy_wait"),
+        ("leaks", "leaked"),
+    ],
+)
+def test_the_harness_names_a_faked_misbehaviour(monkeypatch: pytest.MonkeyPatch, fault: str, outcome: str) -> None:
+    monkeypatch.setitem(adapters.ADAPTERS, "fake", _FakeRing(fault))
+    real = cell.temperament
+
+    def restless(rng: Any, cfg: CellConfig) -> Temperament:
+        t = real(rng, cfg)
+        return dataclasses.replace(t, stall_rate=4.0, nonblocking=0.0, zero_copy=0.0, many=0.3)
+
+    monkeypatch.setattr(cell, "temperament", restless)
+    cfg = CellConfig(
+        structure="fake",
+        backend="shm",
+        duration=2.5,
+        lane_time="1:2",
+        producers=1,
+        consumers=1,
+        sizes="small",
+        capacity="4:16",
+        zero_copy=0.0,
+        tag=_tag(),
+    )
+    result = cell.Supervisor(cfg, lambda record: None).run()
+    names = {v["outcome"] for v in result["violations"]}
+    assert outcome in names, result["violations"]
