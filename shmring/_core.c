@@ -193,7 +193,7 @@ static int
 futex_wait_gil(void *word, uint32_t expected, double timeout)
 {
     /* Beyond ~30 years is forever (and keeps the conversion below defined). */
-    int64_t deadline = (timeout < 0 || timeout > 1e9) ? -1 : now_ns() + (int64_t)(timeout * 1e9);
+    int64_t deadline = (timeout < 0 || timeout > 1e9 || timeout != timeout) ? -1 : now_ns() + (int64_t)(timeout * 1e9);
     for (;;) {
         struct timespec rel, *relp = NULL;
         if (deadline >= 0) {
@@ -507,6 +507,8 @@ typedef struct {
     int ndim;
     npy_intp shape[NPY_MAXDIMS];
     int role;       /* ROLE_* bits this handle has registered for */
+    int views;      /* ROLE_* bits with a reserve()/borrow() view open */
+    int64_t next_liveness_ns; /* when the put fast path next detours to check peers */
     int inflight;   /* operations running without the GIL on this mapping */
     int closing;    /* release the buffer when inflight drops to 0 */
     int put_busy;   /* a put is copying without the GIL */
@@ -974,23 +976,56 @@ consumers_gone(SpscRing *r)
            atomic_load_explicit(W32(r, OFF_CONSUMERS_LIVE), memory_order_seq_cst) == 0;
 }
 
+static double
+parse_timeout(PyObject *obj)
+{
+    if (obj == Py_None) return -1.0;
+    double t = PyFloat_AsDouble(obj);
+    if (t == -1.0 && PyErr_Occurred()) return -2.0;
+    if (t < 0 || t != t) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
+        return -2.0;
+    }
+    return t;
+}
+
+/* How often a steady stream of fast-path puts detours through the slow path,
+ * which checks that a consumer is still alive (DESIGN: a dead peer is noticed
+ * within about a second, not only once the ring is full). */
+#define LIVENESS_NS 100000000LL
+
+static int
+timeout_ok(PyObject *timeout)
+{
+    return timeout == Py_None || parse_timeout(timeout) > -1.5;
+}
+
 static PyObject *
 put_common(SpscRing *r, PyObject *item, PyObject *block, PyObject *timeout)
 {
-    if (r->bound && !r->closing && (r->role & ROLE_PRODUCER) && !r->put_busy && item_is_exact(r, item, 0) &&
-        !consumers_gone(r)) {
+    if (!timeout_ok(timeout)) return NULL;
+    if (r->bound && !r->closing && (r->role & ROLE_PRODUCER) && !(r->views & ROLE_PRODUCER) && !r->put_busy &&
+        item_is_exact(r, item, 0) && !consumers_gone(r)) {
+        int64_t t = now_ns();
+        if (t >= r->next_liveness_ns) {
+            r->next_liveness_ns = t + LIVENESS_NS;
+            goto slow;
+        }
         Py_ssize_t n = ring_try_put_raw(r, PyArray_BYTES((PyArrayObject *)item), 1);
         if (n < 0) return NULL;
         if (n == 1) Py_RETURN_NONE;
     }
-    /* Full, first use, a peer gone, or an item needing conversion. */
+slow:
+    /* Full, first use, a peer gone, time to check peers, or an item needing
+     * conversion. */
     return PyObject_CallMethodObjArgs((PyObject *)r, str_put_slow, item, block, timeout, NULL);
 }
 
 static PyObject *
 get_common(SpscRing *r, PyObject *block, PyObject *timeout)
 {
-    if (r->bound && !r->closing && (r->role & ROLE_CONSUMER) && !r->get_busy) {
+    if (!timeout_ok(timeout)) return NULL;
+    if (r->bound && !r->closing && (r->role & ROLE_CONSUMER) && !(r->views & ROLE_CONSUMER) && !r->get_busy) {
         PyObject *out = ring_try_get_raw(r, 1, 0);
         if (out != Py_None) return out;
     }
@@ -1034,9 +1069,13 @@ ring_get_nowait(SpscRing *r, PyObject *unused)
 }
 
 static int
-check_producer_call(SpscRing *r)
+check_producer_call(SpscRing *r, int ends_view)
 {
     if (ring_check_open(r) < 0) return -1;
+    if ((r->views & ROLE_PRODUCER) && !ends_view) {
+        PyErr_SetString(PyExc_RuntimeError, "a reserve() block is open on this handle: finish it first");
+        return -1;
+    }
     if (r->put_busy) {
         PyErr_SetString(PyExc_RuntimeError,
                         "this handle is producing from another thread; a single-producer ring "
@@ -1047,9 +1086,13 @@ check_producer_call(SpscRing *r)
 }
 
 static int
-check_consumer_call(SpscRing *r)
+check_consumer_call(SpscRing *r, int ends_view)
 {
     if (ring_check_open(r) < 0) return -1;
+    if ((r->views & ROLE_CONSUMER) && !ends_view) {
+        PyErr_SetString(PyExc_RuntimeError, "a borrow() block is open on this handle: finish it first");
+        return -1;
+    }
     if (r->get_busy) {
         PyErr_SetString(PyExc_RuntimeError,
                         "this handle is consuming from another thread; a single-consumer ring "
@@ -1067,7 +1110,7 @@ ring_try_put_many(SpscRing *r, PyObject *args)
     PyObject *items;
     Py_ssize_t start;
     if (!PyArg_ParseTuple(args, "On:_try_put_many", &items, &start)) return NULL;
-    if (check_producer_call(r) < 0) return NULL;
+    if (check_producer_call(r, 0) < 0) return NULL;
     if (!item_is_exact(r, items, 1)) {
         PyErr_SetString(PyExc_TypeError, "_try_put_many needs a C-contiguous (n, *shape) array of the ring's dtype");
         return NULL;
@@ -1087,7 +1130,7 @@ ring_try_put_many(SpscRing *r, PyObject *args)
 static PyObject *
 ring_try_put(SpscRing *r, PyObject *item)
 {
-    if (check_producer_call(r) < 0) return NULL;
+    if (check_producer_call(r, 0) < 0) return NULL;
     if (!item_is_exact(r, item, 0)) {
         PyErr_SetString(PyExc_TypeError, "_try_put needs a C-contiguous array of the ring's shape and dtype");
         return NULL;
@@ -1100,7 +1143,7 @@ ring_try_put(SpscRing *r, PyObject *item)
 static PyObject *
 ring_try_get(SpscRing *r, PyObject *unused)
 {
-    if (check_consumer_call(r) < 0) return NULL;
+    if (check_consumer_call(r, 0) < 0) return NULL;
     PyObject *out = ring_try_get_raw(r, 1, 0);
     if (out == Py_None) Py_RETURN_NONE;
     return out;
@@ -1115,7 +1158,7 @@ ring_try_get_many(SpscRing *r, PyObject *arg)
         PyErr_SetString(PyExc_ValueError, "max_items must be at least 1");
         return NULL;
     }
-    if (check_consumer_call(r) < 0) return NULL;
+    if (check_consumer_call(r, 0) < 0) return NULL;
     PyObject *out = ring_try_get_raw(r, (uint64_t)max, 1);
     if (out == Py_None) Py_RETURN_NONE;
     return out;
@@ -1125,7 +1168,7 @@ ring_try_get_many(SpscRing *r, PyObject *arg)
 static PyObject *
 ring_write_claim(SpscRing *r, PyObject *unused)
 {
-    if (check_producer_call(r) < 0) return NULL;
+    if (check_producer_call(r, 0) < 0) return NULL;
     uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_relaxed);
     uint64_t space;
     if (producer_space(r, head, 1, &space) < 0) return NULL;
@@ -1137,7 +1180,7 @@ ring_write_claim(SpscRing *r, PyObject *unused)
 static PyObject *
 ring_write_publish(SpscRing *r, PyObject *unused)
 {
-    if (check_producer_call(r) < 0) return NULL;
+    if (check_producer_call(r, 1) < 0) return NULL;
     uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_relaxed);
     uint64_t space;
     if (producer_space(r, head, 1, &space) < 0) return NULL;
@@ -1161,7 +1204,7 @@ ring_read_peek(SpscRing *r, PyObject *arg)
         PyErr_SetString(PyExc_ValueError, "max_items must be at least 1");
         return NULL;
     }
-    if (check_consumer_call(r) < 0) return NULL;
+    if (check_consumer_call(r, 0) < 0) return NULL;
     uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_relaxed);
     uint64_t avail;
     if (consumer_avail(r, tail, (uint64_t)max, &avail) < 0) return NULL;
@@ -1177,7 +1220,7 @@ ring_read_release(SpscRing *r, PyObject *arg)
 {
     Py_ssize_t n = PyLong_AsSsize_t(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
-    if (check_consumer_call(r) < 0) return NULL;
+    if (check_consumer_call(r, 1) < 0) return NULL;
     uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_relaxed);
     uint64_t avail;
     if (consumer_avail(r, tail, (uint64_t)(n < 0 ? 0 : n), &avail) < 0) return NULL;
@@ -1245,19 +1288,6 @@ ring_wait(SpscRing *r, int index_key, int waiters_key, uint64_t expected, double
     atomic_fetch_sub_explicit(waiters, 1, memory_order_seq_cst);
     ring_end_inflight(r);
     return rc;
-}
-
-static double
-parse_timeout(PyObject *obj)
-{
-    if (obj == Py_None) return -1.0;
-    double t = PyFloat_AsDouble(obj);
-    if (t == -1.0 && PyErr_Occurred()) return -2.0;
-    if (t < 0 || t != t) {
-        PyErr_SetString(PyExc_ValueError, "timeout must be a non-negative number or None");
-        return -2.0;
-    }
-    return t;
 }
 
 /* _wait_readable(timeout): sleep while the ring is empty. */
@@ -1332,6 +1362,32 @@ ring_set_role(SpscRing *r, PyObject *value, void *unused)
 }
 
 static PyObject *
+ring_get_views(SpscRing *r, void *unused)
+{
+    return PyLong_FromLong(r->views);
+}
+
+static int
+ring_set_views(SpscRing *r, PyObject *value, void *unused)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete _views");
+        return -1;
+    }
+    long v = PyLong_AsLong(value);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    r->views = (int)(v & (ROLE_PRODUCER | ROLE_CONSUMER));
+    return 0;
+}
+
+/* _busy: a copy is running without the GIL (close() waits for it). */
+static PyObject *
+ring_get_busy(SpscRing *r, void *unused)
+{
+    return PyBool_FromLong(r->put_busy || r->get_busy);
+}
+
+static PyObject *
 ring_get_bound(SpscRing *r, void *unused)
 {
     return PyBool_FromLong(r->bound && !r->closing);
@@ -1363,6 +1419,8 @@ static PyMethodDef ring_methods[] = {
 
 static PyGetSetDef ring_getset[] = {
     {"_role", (getter)ring_get_role, (setter)ring_set_role, NULL, NULL},
+    {"_views", (getter)ring_get_views, (setter)ring_set_views, NULL, NULL},
+    {"_busy", (getter)ring_get_busy, NULL, NULL, NULL},
     {"_bound", (getter)ring_get_bound, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

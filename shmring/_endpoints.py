@@ -34,6 +34,8 @@ STATE_ACTIVE = 2
 _LIVE_OFF = {PRODUCER: L.PRODUCERS_LIVE_OFF, CONSUMER: L.CONSUMERS_LIVE_OFF}
 _EVER_OFF = {PRODUCER: L.PRODUCERS_EVER_OFF, CONSUMER: L.CONSUMERS_EVER_OFF}
 _OWNER_OFF = {PRODUCER: L.PRODUCER_OWNER_OFF, CONSUMER: L.CONSUMER_OWNER_OFF}
+# Each role's sleepers count lives on the futex of the index it waits for.
+_WAITERS_OFF = {PRODUCER: L.PRODUCER_WAITERS_OFF, CONSUMER: L.CONSUMER_WAITERS_OFF}
 
 
 def pack_word(pid: int, role: int, state: int) -> int:
@@ -64,6 +66,18 @@ def process_start_time(pid: int) -> int:
     if fields is None:
         raise ShmringError(f"cannot read /proc/{pid}/stat")
     return fields[1]
+
+
+_own: tuple[int, int] = (0, 0)  # (pid, start time) of this process, cached
+
+
+def own_start_time() -> int:
+    """This process's start time (re-read after a fork changes the pid)."""
+    global _own
+    pid = os.getpid()
+    if _own[0] != pid:
+        _own = (pid, process_start_time(pid))
+    return _own[1]
 
 
 def is_alive(pid: int, start_time: int) -> bool:
@@ -105,29 +119,36 @@ class EndpointTable:
         """Claim an entry for this process in ``role``; returns its slot.
 
         ``exclusive`` (single-producer or single-consumer) raises RoleError if
-        another live endpoint holds the role.
+        another live endpoint holds the role.  The steps are ordered so that a
+        death between any two of them leaves nothing a reaper cannot undo and
+        errs, if at all, towards "someone may still be there" (see
+        docs/design.md, "Endpoints and liveness").
         """
         buf, pid = self._buf, os.getpid()
-        me = process_start_time(pid)
         slot = self._claim(pack_word(pid, role, STATE_CLAIMING))
         if slot < 0 and self.reap():
             slot = self._claim(pack_word(pid, role, STATE_CLAIMING))
         if slot < 0:
             raise ShmringError(f"endpoint table full ({L.MAX_ENDPOINTS} attached handles)")
         off = self._entry(slot)
-        _core.store64(buf, off + L.ENDPOINT_START, me)
-        _core.store64(buf, off + L.ENDPOINT_TOKEN, secrets.randbits(64))
+        token = secrets.randbits(64) | 1  # never 0, which means "no owner"
+        _core.store64(buf, off + L.ENDPOINT_START, own_start_time())
+        _core.store64(buf, off + L.ENDPOINT_TOKEN, token)
+        _core.store32(buf, _EVER_OFF[role], 1)
         if exclusive:
             try:
-                self._take_ownership(role, slot)
+                self._take_ownership(role, token)
             except BaseException:
                 _core.store64(buf, off + L.ENDPOINT_WORD, 0)
                 raise
-        # SYNC POINT (release, in store64): the start time above is visible to
-        # whoever acquire-loads the ACTIVE word.
-        _core.store64(buf, off + L.ENDPOINT_WORD, pack_word(pid, role, STATE_ACTIVE))
+            # Any sleeper counted on this role's futex was a predecessor that
+            # died asleep (we hold the role alone): forget it, or every
+            # publish would pay a futex_wake system call forever.
+            _core.store32(buf, _WAITERS_OFF[role], 0)
         _core.fetch_add32(buf, _LIVE_OFF[role], 1)
-        _core.store32(buf, _EVER_OFF[role], 1)
+        # SYNC POINT (release, in store64): start time and token above are
+        # visible to whoever acquire-loads the ACTIVE word.
+        _core.store64(buf, off + L.ENDPOINT_WORD, pack_word(pid, role, STATE_ACTIVE))
         return slot
 
     def _claim(self, word: int) -> int:
@@ -136,14 +157,16 @@ class EndpointTable:
                 return slot
         return -1
 
-    def _take_ownership(self, role: int, slot: int) -> None:
+    def _take_ownership(self, role: int, token: int) -> None:
+        """CAS the role's owner word from 0 to our token.  Tokens are random
+        per registration, so an owner word can never be mistaken for ours."""
         owner_off = _OWNER_OFF[role]
-        for _ in range(3):
-            seen = _core.cas64(self._buf, owner_off, 0, slot + 1)
-            if seen in (0, slot + 1):
+        for _ in range(4):
+            seen = _core.cas64(self._buf, owner_off, 0, token)
+            if seen == 0:
                 return
-            if not self._holds(seen - 1, role):
-                _core.cas64(self._buf, owner_off, seen, 0)  # stale owner: its entry died or changed
+            if not self._token_live(seen, role):
+                _core.cas64(self._buf, owner_off, seen, 0)  # stale: its holder died or left
                 continue
             break
         raise RoleError(
@@ -151,27 +174,22 @@ class EndpointTable:
             f"multi_{ROLE_NAMES[role]}=True to have several"
         )
 
-    def _holds(self, slot: int, role: int) -> bool:
-        if not 0 <= slot < L.MAX_ENDPOINTS:
-            return False
-        off = self._entry(slot)
-        word = _core.load64(self._buf, off + L.ENDPOINT_WORD)
-        _, got_role, state = unpack_word(word)
-        if state == 0 or got_role != role:
-            return False
-        return not self._reap_entry(slot, word, _core.load64(self._buf, off + L.ENDPOINT_START))
+    def _token_live(self, token: int, role: int) -> bool:
+        """True if a live entry of ``role`` holds ``token`` (dead ones met are reaped)."""
+        for slot, word, start, tok in self._rows():
+            if tok == token and unpack_word(word)[1] == role:
+                return not self._reap_entry(slot, word, start, tok)
+        return False
 
     def unregister(self, slot: int, role: int) -> None:
-        """Free our entry and drop the live hint."""
+        """Give up the role (owner word first), then free our entry."""
         off = self._entry(slot)
+        token = _core.load64(self._buf, off + L.ENDPOINT_TOKEN)
+        _core.cas64(self._buf, _OWNER_OFF[role], token, 0)
         word = _core.load64(self._buf, off + L.ENDPOINT_WORD)
-        if _core.cas64(self._buf, off + L.ENDPOINT_WORD, word, 0) == word and word != 0:
-            self._after_free(slot, role, was_active=unpack_word(word)[2] == STATE_ACTIVE)
-
-    def _after_free(self, slot: int, role: int, was_active: bool) -> None:
-        _core.cas64(self._buf, _OWNER_OFF[role], slot + 1, 0)
-        if was_active:
-            self._decrement_hint(role)
+        if word != 0 and _core.cas64(self._buf, off + L.ENDPOINT_WORD, word, 0) == word:
+            if unpack_word(word)[2] == STATE_ACTIVE:
+                self._decrement_hint(role)
 
     def _decrement_hint(self, role: int) -> None:
         off = _LIVE_OFF[role]
@@ -180,23 +198,31 @@ class EndpointTable:
             if cur == 0 or _core.cas32(self._buf, off, cur, cur - 1) == cur:
                 return
 
-    def _rows(self) -> list[tuple[int, int, int]]:
-        """(slot, word, start time) of every taken entry: one core call."""
+    def _rows(self) -> list[tuple[int, int, int, int]]:
+        """(slot, word, start time, token) of every taken entry: one core call."""
         words = _core.load64_many(self._buf, L.ENDPOINTS_OFF, L.MAX_ENDPOINTS * L.ENDPOINT_SIZE // 8)
         per = L.ENDPOINT_SIZE // 8
         return [
-            (slot, words[slot * per], words[slot * per + L.ENDPOINT_START // 8])
+            (
+                slot,
+                words[slot * per],
+                words[slot * per + L.ENDPOINT_START // 8],
+                words[slot * per + L.ENDPOINT_TOKEN // 8],
+            )
             for slot in range(L.MAX_ENDPOINTS)
             if words[slot * per] != 0
         ]
 
-    def _entry_alive(self, word: int, start: int) -> bool:
-        pid, _, state = unpack_word(word)
+    @staticmethod
+    def _entry_alive(word: int, start: int) -> bool:
+        pid, _, _ = unpack_word(word)
         if pid == os.getpid():
-            return True  # our own entries (this process is evidently running)
-        return is_alive(pid, start if state == STATE_ACTIVE else 0)
+            # Ours, unless a process that had our pid before died registered:
+            # its start time differs (0 = still being written: ours).
+            return start in (0, own_start_time())
+        return is_alive(pid, start)
 
-    def _reap_entry(self, slot: int, word: int, start: int) -> bool:
+    def _reap_entry(self, slot: int, word: int, start: int, token: int) -> bool:
         """Free ``slot`` if it still holds ``word`` and that process is dead."""
         if self._entry_alive(word, start):
             return False
@@ -205,8 +231,10 @@ class EndpointTable:
         if _core.cas64(self._buf, self._entry(slot) + L.ENDPOINT_WORD, word, 0) != word:
             return False
         _, role, state = unpack_word(word)
-        if role in _LIVE_OFF:
-            self._after_free(slot, role, was_active=state == STATE_ACTIVE)
+        if role in _OWNER_OFF:
+            _core.cas64(self._buf, _OWNER_OFF[role], token, 0)
+            if state == STATE_ACTIVE:  # the hint is counted just before ACTIVE
+                self._decrement_hint(role)
         return True
 
     def reap(self) -> int:
@@ -217,11 +245,10 @@ class EndpointTable:
 
     def live(self, role: int) -> int:
         """Live endpoints in ``role``; dead ones met on the way are reaped."""
+        broken = os.environ.get("SHMRING_BROKEN") == "ignore_dead_producer"
         n = 0
-        for slot, word, start in self._rows():
-            if unpack_word(word)[1] != role:
-                continue
-            if os.environ.get("SHMRING_BROKEN") == "ignore_dead_producer" or not self._reap_entry(slot, word, start):
+        for row in self._rows():
+            if unpack_word(row[1])[1] == role and (broken or not self._reap_entry(*row)):
                 n += 1
         return n
 
@@ -233,7 +260,7 @@ class EndpointTable:
 
     def entries(self) -> list[Endpoint]:
         out = []
-        for slot, word, start in self._rows():
+        for slot, word, start, _ in self._rows():
             pid, role, state = unpack_word(word)
             out.append(
                 Endpoint(
@@ -242,7 +269,7 @@ class EndpointTable:
                     role=ROLE_NAMES.get(role, f"role {role}"),
                     state={STATE_CLAIMING: "claiming", STATE_ACTIVE: "active"}.get(state, f"state {state}"),
                     start_time=start,
-                    alive=is_alive(pid, start if state == STATE_ACTIVE else 0),
+                    alive=is_alive(pid, start),
                 )
             )
         return out

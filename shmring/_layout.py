@@ -79,7 +79,7 @@ PRODUCERS_EVER_OFF = 896  # I   1 once any producer registered
 PRODUCERS_LIVE_OFF = 900  # I   hint: registered producers (the table is the truth)
 CONSUMERS_EVER_OFF = 904  # I   1 once any consumer registered
 CONSUMERS_LIVE_OFF = 908  # I   hint: registered consumers
-PRODUCER_OWNER_OFF = 912  # Q   single-producer rings: 1 + endpoint slot holding the role
+PRODUCER_OWNER_OFF = 912  # Q   single-producer rings: token of the endpoint holding the role (0: none)
 CONSUMER_OWNER_OFF = 920  # Q   single-consumer rings: likewise
 
 # --- endpoint table -----------------------------------------------------------
@@ -88,6 +88,7 @@ ENDPOINT_SIZE = 32
 MAX_ENDPOINTS = 64
 # each entry: +0 Q word = pid | role << 32 | state << 40 ; +8 Q start time
 #             (clock ticks since boot, /proc/pid/stat field 22); +16 Q token
+#             (random, odd: names this registration in the owner words)
 ENDPOINT_WORD = 0
 ENDPOINT_START = 8
 ENDPOINT_TOKEN = 16

@@ -47,8 +47,22 @@ def _after_fork() -> None:
         handle._after_fork_in_child()
 
 
+class _Hook:
+    """A weak-referenceable anchor for multiprocessing's after-fork registry."""
+
+
+_hook = _Hook()
+
+
+def _register_exit_finalizer(_: object = None) -> None:
+    """multiprocessing children leave through os._exit(), skipping atexit;
+    their bootstrap runs multiprocessing's finalizers instead.  It also clears
+    that registry right after forking, then runs the after-fork callbacks:
+    so register again from one of those."""
+    multiprocessing.util.Finalize(None, _close_all, exitpriority=0)
+
+
 atexit.register(_close_all)
-# multiprocessing children leave through os._exit(), skipping atexit; their
-# bootstrap runs multiprocessing's finalizers instead.
-multiprocessing.util.Finalize(None, _close_all, exitpriority=0)
+_register_exit_finalizer()
+multiprocessing.util.register_after_fork(_hook, _register_exit_finalizer)
 os.register_at_fork(after_in_child=_after_fork)

@@ -65,7 +65,6 @@ class Ring(_core.SpscRing):
     _items: np.ndarray[Any, Any] | None = None  # writable (capacity, *shape) view of every slot
     _items_ro: np.ndarray[Any, Any] | None = None  # the same, read-only
     _next_scan: float = 0.0
-    _in_view: bool = False
 
     def __init__(
         self,
@@ -211,8 +210,10 @@ class Ring(_core.SpscRing):
 
     def _become(self, role: int) -> None:
         """Register this handle as producer or consumer on first use."""
-        if self._in_view:
-            raise RuntimeError("a reserve()/borrow() block is open on this handle: finish it before other puts or gets")
+        if self._views & role:
+            raise RuntimeError(
+                f"a {'reserve' if role == PRODUCER else 'borrow'}() block is open on this handle: finish it first"
+            )
         if role in self._endpoint_slots:
             self._role = self._role | role
             return
@@ -301,9 +302,11 @@ class Ring(_core.SpscRing):
 
     def _claim_slot(self, timeout: float | None) -> np.ndarray[Any, Any]:
         """Wait for a free slot and open a view on it (reserve's __enter__)."""
-        if not self._role & PRODUCER:  # first use, closed, or inside another view
+        if not self._role & PRODUCER:  # first use, or closed
             self._check_open()
             self._become(PRODUCER)
+        if self._peers_gone(CONSUMER):
+            self._broken_pipe()
         index = self._write_claim()
         if index < 0:
             deadline = _deadline(timeout)
@@ -317,7 +320,7 @@ class Ring(_core.SpscRing):
                     raise queue.Full
         assert self._items is not None
         self._open_view(PRODUCER)
-        slot: np.ndarray[Any, Any] = self._items[index]
+        slot: np.ndarray[Any, Any] = self._items[index, ...]  # [..., ] keeps 0-d slots views
         return slot
 
     # -- consuming ----------------------------------------------------------------------
@@ -376,7 +379,7 @@ class Ring(_core.SpscRing):
     def _lend(self, max_items: int, timeout: float | None) -> tuple[int, int]:
         """Wait for ready items; (first slot, count) of a run that does not
         wrap (borrow's __enter__)."""
-        if not self._role & CONSUMER:  # first use, closed, or inside another view
+        if not self._role & CONSUMER:  # first use, or closed
             self._check_open()
             self._become(CONSUMER)
         index, count = self._read_peek(max_items)
@@ -394,15 +397,15 @@ class Ring(_core.SpscRing):
 
     # -- views ----------------------------------------------------------------------------
     def _open_view(self, role: int) -> None:
-        """While a reserve/borrow view is open, per-item calls of that role go
-        to the slow path, which refuses them (they would race the view)."""
-        self._in_view = True
-        self._role = self._role & ~role
+        """Mark a reserve (PRODUCER) or borrow (CONSUMER) view open: until it
+        closes, the core refuses other calls of that role on this handle
+        (they would race the view)."""
+        if self._views & role:
+            raise RuntimeError("reserve()/borrow() blocks of one role on one handle cannot nest")
+        self._views = self._views | role
 
     def _close_view(self, role: int) -> None:
-        self._in_view = False
-        if not self._closed:
-            self._role = self._role | role
+        self._views = self._views & ~role
 
     # -- lifetime -------------------------------------------------------------------------
     def endpoints(self) -> list[Endpoint]:
@@ -420,7 +423,10 @@ class Ring(_core.SpscRing):
         if self._closed or self._region is None:
             return
         self._closed = True
+        self._role = 0  # the core's fast paths now divert to the slow path, which refuses
         _lifetime.untrack(self)
+        while self._busy:  # another thread's copy is running without the GIL: let it publish first
+            time.sleep(0.0002)
         try:
             for role, slot in self._endpoint_slots.items():
                 self._table.unregister(slot, role)
@@ -487,9 +493,11 @@ class _Reservation:
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         ring = self._ring
-        ring._close_view(PRODUCER)
-        if exc_type is None and not ring._closed:
-            ring._write_publish()
+        try:
+            if exc_type is None and not ring._closed:
+                ring._write_publish()
+        finally:
+            ring._close_view(PRODUCER)
 
 
 class _Loan:
@@ -507,15 +515,17 @@ class _Loan:
         index, self._count = ring._lend(self._max, self._timeout)
         assert ring._items_ro is not None
         view: np.ndarray[Any, Any] = (
-            ring._items_ro[index] if self._single else ring._items_ro[index : index + self._count]
+            ring._items_ro[index, ...] if self._single else ring._items_ro[index : index + self._count]
         )
         return view
 
     def __exit__(self, *exc: object) -> None:
         ring = self._ring
-        ring._close_view(CONSUMER)
-        if not ring._closed:
-            ring._read_release(self._count)
+        try:
+            if not ring._closed:
+                ring._read_release(self._count)
+        finally:
+            ring._close_view(CONSUMER)
 
 
 def _positive_int(value: Any, what: str) -> int:
