@@ -10,7 +10,7 @@ trap 'rm -rf "$work"' EXIT
 # Copy the tracked tree (plus uncommitted edits) without the normal build.
 (cd "$here" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | tar -C "$work" -xf -
 cd "$work"
-flags="-fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=undefined -g -O1"
+flags="-fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all -g -O1"
 SHMRING_CFLAGS="$flags" SHMRING_LDFLAGS="-fsanitize=address,undefined,float-cast-overflow" \
     python setup.py -q build_ext --inplace 2>&1 | grep -v -i "warn" || true
 test -f shmring/_core*.so
