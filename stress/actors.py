@@ -23,7 +23,6 @@ import json
 import os
 import queue
 import signal
-import sys
 import time
 import traceback
 from typing import Any
@@ -125,20 +124,29 @@ def child_main(ctx: ActorContext) -> None:
         _die_with_parent()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        trace = open(ctx.log.path + ".trace", "w")  # noqa: SIM115 - lives as long as the process
+        trace = open(ctx.log.path + ".trace", "w")  # kept open: faulthandler writes to it on SIGUSR1
         faulthandler.register(signal.SIGUSR1, file=trace, all_threads=True)
         ctx.log.set(board.PID, os.getpid())
         events = Events(ctx.log)
         try:
             code = (run_producer if ctx.producer else run_consumer)(ctx, events)
         except BaseException as exc:  # noqa: BLE001 - every escape is a finding
-            events.record("actor_error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            ctx.log.set(board.PHASE, board.PHASE_EXITING)  # its peers' EOF/EPIPE is no longer spurious
+            events.record("actor_error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}{_state(ctx)}")
             code = EXIT_ERROR
     finally:
-        try:
-            sys.stdout.flush()
-        finally:
-            os._exit(code)
+        os._exit(code)  # skip the supervisor's atexit handlers and stdio buffers, inherited by fork
+
+
+def _state(ctx: ActorContext) -> str:
+    """The structure's header as this actor sees it, for an error report."""
+    try:
+        dump = ctx.adapter.dump(ctx.owner)
+    except Exception as exc:  # noqa: BLE001 - the report must not hide the error
+        return f"(header dump failed: {exc!r})"
+    lines = [f"{k}: {v}" for k, v in dump.items() if not isinstance(v, list)]
+    lines += [str(x) for v in dump.values() if isinstance(v, list) for x in v]
+    return "header seen by the failing actor:\n  " + "\n  ".join(lines)
 
 
 def _pause(ctx: ActorContext, sched: Schedule) -> None:

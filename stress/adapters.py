@@ -119,7 +119,9 @@ class RingAdapter(Adapter):
     def create(self, name: str | None, backend: str, sync: str, plan: LanePlan) -> Any:
         import shmring
 
-        return shmring.Ring(name, capacity=plan.capacity, shape=plan.shape, dtype=plan.dtype, sync=sync, backend=backend)
+        return shmring.Ring(
+            name, capacity=plan.capacity, shape=plan.shape, dtype=plan.dtype, sync=sync, backend=backend
+        )
 
     def open(self, owner: Any, name: str | None, backend: str) -> Any:
         import shmring
@@ -158,8 +160,7 @@ class RingAdapter(Adapter):
         out["qsize"] = head - tail
         out.update({key: _core.load32(mapping, off) for key, off in words.items()})
         out["endpoints"] = [
-            f"slot {e.slot}: pid {e.pid} {e.role} {e.state} {'alive' if e.alive else 'DEAD'}"
-            for e in owner.endpoints()
+            f"slot {e.slot}: pid {e.pid} {e.role} {e.state} {'alive' if e.alive else 'DEAD'}" for e in owner.endpoints()
         ]
         return out
 

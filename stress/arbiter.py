@@ -94,7 +94,7 @@ class _Union:
     def gaps(self, total: int) -> list[tuple[int, int]]:
         """Closed intervals of [0, total) not covered."""
         out, nxt = [], 0
-        for a, b in zip(self.starts, self.ends):
+        for a, b in zip(self.starts, self.ends, strict=True):
             if a > nxt:
                 out.append((nxt, min(a, total) - 1))
             nxt = max(nxt, b + 1)
@@ -187,7 +187,9 @@ def judge_total_order(lane: LaneRecord) -> Verdict:
     if phantoms:
         v.violations.append(Violation("phantom", where, "; ".join(phantoms[:EXAMPLES])))
     if dup:
-        v.violations.append(Violation("duplicated", where, f"{dup} messages delivered twice: {_describe(order, dup_at)}"))
+        v.violations.append(
+            Violation("duplicated", where, f"{dup} messages delivered twice: {_describe(order, dup_at)}")
+        )
     if reord:
         v.violations.append(
             Violation("reordered", where, f"{reord} messages delivered after later ones: {_describe(order, reord_at)}")
@@ -207,7 +209,7 @@ def _excuse_takes(order: _Order, union: _Union, kill_points: list[tuple[int, int
             if not order.in_maybe(x):
                 n += 1
             x += 1
-        if x > start:
+        if n:
             v.acceptable["in_flight_take"] += 1
     return excused
 

@@ -23,7 +23,6 @@ its peer, which should then block, is checked for burning CPU.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import random
@@ -35,79 +34,19 @@ import time
 from collections import Counter
 from typing import Any
 
-from . import board, procs
+from . import board
 from .actors import ActorContext, child_main, log_path
 from .adapters import ADAPTERS, Adapter
 from .arbiter import ConsumerRecord, LaneRecord, ProducerRecord, judge_total_order
 from .board import ActorLog, LaneControl
 from .config import CellConfig
+from .lanes import Actor, Lane, exit_text
 from .outcomes import Violation
 from .schedule import LanePlan, plan_lane, temperament
+from .watchdogs import BusyWatch, deadlock_report
 
 TICK_S = 0.005
 PROGRESS_S = 2.0
-TRACE_WAIT_S = 0.3
-
-
-@dataclasses.dataclass(eq=False)
-class Actor:
-    id: int
-    producer: bool
-    lane: Lane
-    log: ActorLog
-    pid: int = 0
-    killed: bool = False  # SIGKILLed by the kill schedule (or to end its lane)
-    status: int | None = None  # waitpid status once reaped
-
-    @property
-    def alive(self) -> bool:
-        return self.status is None
-
-    @property
-    def role(self) -> str:
-        return "producer" if self.producer else "consumer"
-
-    @property
-    def exited_cleanly(self) -> bool:
-        return self.status is not None and os.WIFEXITED(self.status) and os.WEXITSTATUS(self.status) == 0
-
-
-@dataclasses.dataclass(eq=False)
-class Lane:
-    id: int
-    name: str | None
-    plan: LanePlan
-    owner: Any
-    control: LaneControl
-    dir: str
-    born: float
-    actors: list[Actor] = dataclasses.field(default_factory=list)
-    starts: list[tuple[float, bool, bool]] = dataclasses.field(default_factory=list)  # (when, producer, stop at once)
-    state: str = "running"  # running -> stopping -> draining -> finished
-    complete: bool = False  # drained to the final EOF
-    aborted: str = ""  # why it was cut short (its verdict then skips "lost")
-    progress: tuple[int, int] = (-1, -1)
-    progress_at: float = 0.0
-
-    def live(self, producer: bool | None = None) -> list[Actor]:
-        return [a for a in self.actors if a.alive and (producer is None or a.producer == producer)]
-
-    def where(self, cell: str) -> str:
-        return f"{cell} lane {self.id}"
-
-
-@dataclasses.dataclass
-class CpuCheck:
-    """Is ``peer`` using CPU while it is blocked, during another actor's stall?"""
-
-    peer: Actor
-    start_at: float
-    end_at: float
-    begun: bool = False
-    cpu0: int = 0
-    t0: float = 0.0
-    op: int = 0
-    count: int = 0
 
 
 class Supervisor:
@@ -127,10 +66,7 @@ class Supervisor:
         self.violations: list[Violation] = []
         self.acceptable: Counter[str] = Counter()
         self.messages = self.bytes = self.published = self.kills = self.lanes_done = 0
-        self.cpu_checks: list[CpuCheck] = []
-        self.stalls_seen: set[tuple[int, int]] = set()
-        self.cpu_checked = 0
-        self.max_blocked_cpu = 0.0
+        self.busy = BusyWatch(cfg.busy_cpu, cfg.name)
         self.stopping = False
         self.start = time.monotonic()
         permille, _ = (int(x) for x in (cfg.env()["SHMRING_DELAY"] or "0:0").split(":"))
@@ -138,7 +74,6 @@ class Supervisor:
 
     # -- the main loop ------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        cfg = self.cfg
         skipped = self._probe()
         if skipped:
             return self._result(skipped=skipped)
@@ -162,7 +97,7 @@ class Supervisor:
                 if now >= next_kill:
                     self._kill_random(now)
                     next_kill = self._next_kill(now)
-                self._cpu_watch(now)
+                self.violations += self.busy.scan(self.lanes, now)
                 if now >= next_progress:
                     self._progress(now)
                     next_progress = now + PROGRESS_S
@@ -209,7 +144,7 @@ class Supervisor:
             owner = self.adapter.create(name, self.cfg.backend, self.cfg.sync, tiny)
         except NotImplementedError as exc:
             return f"not built: {exc}"
-        self.adapter.dispose(owner)
+        self._dispose_checked(owner, name, f"{self.cfg.name} probe")
         return ""
 
     # -- lanes ----------------------------------------------------------------------------
@@ -302,6 +237,7 @@ class Supervisor:
         finally:
             self._dispose(lane, where)
         self.lanes.remove(lane)
+        self.busy.forget(lane)
         self.lanes_done += 1
 
     def _collect(self, actor: Actor, where: str) -> None:
@@ -330,18 +266,23 @@ class Supervisor:
                 else Violation(self.violations[-1].outcome, where, f"{actor.role} {actor.id}: {more} more like it")
             )
         if not actor.killed and not actor.exited_cleanly and actor.status is not None and shown == 0:
-            self.violations.append(Violation("actor_error", where, f"{actor.role} {actor.id}: {_status(actor.status)}"))
+            died = exit_text(actor.status)
+            self.violations.append(Violation("actor_error", where, f"{actor.role} {actor.id}: {died}"))
 
-    def _dispose(self, lane: Lane, where: str) -> None:
+    def _dispose_checked(self, owner: Any, name: str | None, where: str) -> None:
+        """Close and unlink an instance; whatever of it is left is ``leaked``."""
         try:
-            self.adapter.dispose(lane.owner)
+            self.adapter.dispose(owner)
         except Exception as exc:  # noqa: BLE001 - report, then go on cleaning up
             self.violations.append(Violation("harness_error", where, f"dispose failed: {exc!r}"))
-        left = [p for p in self.adapter.entries(lane.name, self.cfg.backend) if os.path.exists(p)]
-        for path in left:
-            self.violations.append(Violation("leaked", where, f"{path} still exists after close and unlink"))
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        for path in self.adapter.entries(name, self.cfg.backend):
+            if os.path.exists(path):
+                self.violations.append(Violation("leaked", where, f"{path} still exists after close and unlink"))
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+    def _dispose(self, lane: Lane, where: str) -> None:
+        self._dispose_checked(lane.owner, lane.name, where)
         for actor in lane.actors:
             actor.log.close()
         lane.control.close()
@@ -396,7 +337,7 @@ class Supervisor:
                 if actor.producer and lane.state == "running":
                     self._begin_end(lane)  # a producer that failed is not replaced
                 elif not actor.producer:
-                    self._abort_lane(lane, f"consumer {actor.id} failed ({_status(status)})")
+                    self._abort_lane(lane, f"consumer {actor.id} failed ({exit_text(status)})")
 
     def _kill(self, actor: Actor, counted: bool = True) -> None:
         actor.log.set(board.KILLED, 1)
@@ -426,92 +367,20 @@ class Supervisor:
 
     # -- watchdogs --------------------------------------------------------------------------
     def _watch_progress(self, lane: Lane, now: float) -> None:
-        moved = sum(a.log.get(board.COUNT) for a in lane.actors)
-        sig = (moved, len(lane.actors))
+        # Messages moved, not actors started: replacing a wedged actor is no progress.
+        sig = (
+            sum(a.log.get(board.COUNT) for a in lane.actors if a.producer),
+            sum(a.log.get(board.COUNT) for a in lane.actors if not a.producer),
+        )
         if sig != lane.progress:
             lane.progress, lane.progress_at = sig, now
         elif now - lane.progress_at > self.cfg.deadlock_after:
             self._deadlock(lane, now)
 
     def _deadlock(self, lane: Lane, now: float) -> None:
-        lines = [f"no progress for {now - lane.progress_at:.1f} s in state {lane.state!r}; plan {lane.plan}"]
-        try:
-            for key, value in self.adapter.dump(lane.owner).items():
-                if isinstance(value, list):
-                    lines += [f"  {key}:"] + [f"    {x}" for x in value]
-                else:
-                    lines.append(f"  {key}: {value}")
-        except Exception as exc:  # noqa: BLE001 - a dump must not hide the deadlock
-            lines.append(f"  (header dump failed: {exc!r})")
-        for a in lane.actors:
-            log = a.log
-            published, pending = log.producer_state()
-            state = f"published {published} pending {pending}" if a.producer else f"take pending {log.get(board.STATE)}"
-            life = procs.describe(a.pid) if a.alive else ("killed" if a.killed else _status(a.status or 0))
-            lines.append(
-                f"  {a.role} {a.id} pid {a.pid}: {life}; phase {log.get(board.PHASE)} "
-                f"op {board.OPS[log.get(board.OP) % len(board.OPS)]} {state} count {log.get(board.COUNT)}"
-            )
-        live = lane.live()
-        for a in live:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(a.pid, signal.SIGUSR1)
-        time.sleep(TRACE_WAIT_S)
-        for a in live:
-            with contextlib.suppress(OSError), open(a.log.path + ".trace") as f:
-                stack = [ln.rstrip() for ln in f if ln.strip()][-12:]
-            if stack:
-                lines.append(f"  stack of {a.role} {a.id}:")
-                lines += [f"    {ln.strip()}" for ln in stack]
-        self.violations.append(Violation("deadlock", lane.where(self.cfg.name), "\n".join(lines)))
+        report = deadlock_report(lane, self.adapter, now)
+        self.violations.append(Violation("deadlock", lane.where(self.cfg.name), report))
         self._abort_lane(lane, "deadlock")
-
-    def _cpu_watch(self, now: float) -> None:
-        """Schedule and run the busy-wait checks."""
-        now_ns = time.monotonic_ns()
-        for lane in self.lanes:
-            for a in lane.live():
-                until = a.log.get(board.STALL_UNTIL)
-                if not until or (a.id, until) in self.stalls_seen:
-                    continue
-                self.stalls_seen.add((a.id, until))
-                end = now + (until - now_ns) / 1e9 - 0.03
-                for peer in lane.live(not a.producer):
-                    if end - (now + 0.12) >= 0.15:
-                        self.cpu_checks.append(CpuCheck(peer, now + 0.12, end))
-        for check in list(self.cpu_checks):
-            if now >= check.start_at and not check.begun:
-                self._cpu_begin(check, now)
-            elif check.begun and now >= check.end_at:
-                self.cpu_checks.remove(check)
-                self._cpu_end(check, now)
-
-    def _cpu_begin(self, check: CpuCheck, now: float) -> None:
-        log = check.peer.log
-        op = log.get(board.OP)
-        cpu = procs.cpu_ns(check.peer.pid) if check.peer.alive else None
-        if cpu is None or board.OPS[op % len(board.OPS)] not in board.BLOCKING_OPS or log.get(board.STATE) == 0:
-            self.cpu_checks.remove(check)
-            return
-        check.begun, check.cpu0, check.t0, check.op, check.count = True, cpu, now, op, log.get(board.COUNT)
-
-    def _cpu_end(self, check: CpuCheck, now: float) -> None:
-        peer, log = check.peer, check.peer.log
-        cpu = procs.cpu_ns(peer.pid) if peer.alive else None
-        if cpu is None or log.get(board.OP) != check.op or log.get(board.COUNT) != check.count:
-            return  # it died, or it was not blocked all along
-        share = (cpu - check.cpu0) / 1e9 / (now - check.t0)
-        self.cpu_checked += 1
-        self.max_blocked_cpu = max(self.max_blocked_cpu, share)
-        if share > self.cfg.busy_cpu:
-            self.violations.append(
-                Violation(
-                    "busy_wait",
-                    peer.lane.where(self.cfg.name),
-                    f"{peer.role} {peer.id} blocked in {board.OPS[check.op]} used {share:.0%} of a CPU "
-                    f"for {now - check.t0:.2f} s (limit {self.cfg.busy_cpu:.0%})",
-                )
-            )
 
     # -- reporting ----------------------------------------------------------------------------
     def _live_logs(self) -> list[Actor]:
@@ -551,18 +420,10 @@ class Supervisor:
             "kills": self.kills,
             "violations": [v.to_json() for v in self.violations],
             "acceptable": dict(self.acceptable),
-            "cpu_checks": self.cpu_checked,
-            "max_blocked_cpu": round(self.max_blocked_cpu, 4),
+            "cpu_checks": self.busy.checked,
+            "max_blocked_cpu": round(self.busy.highest, 4),
             "delay": self.delay_on,
         }
-
-
-def _status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by signal {os.WTERMSIG(status)} ({signal.Signals(os.WTERMSIG(status)).name})"
-    if os.WIFEXITED(status):
-        return f"exited with status {os.WEXITSTATUS(status)}"
-    return f"wait status {status}"
 
 
 def _emit(record: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import glob
 import json
 import os
@@ -23,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -69,10 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--backend", default="all", choices=("all", *BACKENDS), help="region backend")
     t = p.add_argument_group("time and seed")
     t.add_argument("--duration", type=float, help="seconds for the whole run, shared by its cells (default 60)")
-    t.add_argument("--cell-time", type=float, help="seconds per cell; the matrix repeats with new seeds to fill --duration")
+    t.add_argument(
+        "--cell-time", type=float, help="seconds per cell; the matrix repeats with new seeds to fill --duration"
+    )
     t.add_argument("--messages", type=int, help="end each cell once this many messages were published")
     t.add_argument("--seed", type=int, help="base seed (cell i runs seed+i); random by default")
-    k = p.add_argument_group("knobs (defaults: %s)" % ", ".join(f"{f}={getattr(CellConfig(), f)}" for f in KNOBS))
+    k = p.add_argument_group("knobs (defaults: " + ", ".join(f"{f}={getattr(CellConfig(), f)}" for f in KNOBS) + ")")
     k.add_argument("--producers", type=int, help="concurrent producers (single-producer structures: one per lane)")
     k.add_argument("--consumers", type=int, help="concurrent consumers")
     k.add_argument("--sizes", help="payload bytes per slot: small, mixed, large, N or MIN:MAX")
@@ -102,7 +106,8 @@ class Plan:
     """The cells of a run, produced lazily (tough mode loops)."""
 
     cells: Callable[[], Iterator[CellConfig]]
-    duration: float | None
+    duration: float | None  # the whole run's, when it repeats the matrix
+    points: int  # structure x sync x backend combinations
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -128,7 +133,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     else:
         total = args.duration if args.duration is not None else DEFAULT_DURATION
         cell_time = args.cell_time or total / n
-    repeat = total is not None and cell_time is not None and total > cell_time * n * 1.5
+    repeat = total is not None and cell_time is not None  # fill `total`, round after round
 
     def cell(i: int, point: tuple[str, str, str], scenario: Scenario) -> CellConfig:
         knobs = {**scenario.knobs, **given, **common}
@@ -159,7 +164,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 return
 
     next(cells())  # validate the knobs before anything runs
-    return Plan(cells, total if repeat else None)
+    return Plan(cells, total if repeat else None, len(points))
 
 
 def cell_env(cfg: CellConfig) -> dict[str, str]:
@@ -175,8 +180,10 @@ def cell_env(cfg: CellConfig) -> dict[str, str]:
 def run_cell(cfg: CellConfig, on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run one cell in its own supervisor process and return its result.
 
-    Also checks that the cell left nothing in /dev/shm or the temporary
-    directory (removing what it finds, and reporting it as ``leaked``).
+    A cell that overruns its time by far is ended (SIGTERM, then SIGKILL to
+    its whole session) and reported as ``harness_error``.  Afterwards, what
+    the cell left in /dev/shm or the temporary directory is reported as
+    ``leaked`` and removed.
     """
     limit = (cfg.duration or 3600.0) + 3 * cfg.deadlock_after + 60.0
     proc = subprocess.Popen(
@@ -187,34 +194,35 @@ def run_cell(cfg: CellConfig, on_progress: Callable[[dict[str, Any]], None] | No
         text=True,
     )
     result: dict[str, Any] | None = None
-    deadline = time.monotonic() + limit
+    timer = threading.Timer(limit, _end_group, (proc,))
+    timer.daemon = True
+    timer.start()
     assert proc.stdout is not None
     try:
-        with _alarm(deadline, proc):
-            for line in proc.stdout:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    sys.stderr.write(line)
-                    continue
-                if record.get("type") == "progress" and on_progress:
-                    on_progress(record)
-                elif record.get("type") == "result":
-                    result = record
+        for line in proc.stdout:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                sys.stderr.write(line)
+                continue
+            if record.get("type") == "progress" and on_progress:
+                on_progress(record)
+            elif record.get("type") == "result":
+                result = record
         proc.wait()
-    except BaseException:
-        _end_group(proc)
-        raise
     finally:
+        timer.cancel()
         _end_group(proc)
-        with contextlib.suppress(Exception):
-            proc.stdout.close()
+        proc.stdout.close()
     if result is None:
         result = {"type": "result", "cell": cfg.name, "scenario": cfg.scenario, "seed": cfg.seed, "skipped": ""}
         result.update(elapsed=0.0, lanes=0, messages=0, bytes=0, kills=0, acceptable={}, cpu_checks=0)
-        why = "timed out and was ended" if time.monotonic() > deadline else f"exited with status {proc.returncode}"
         result["violations"] = [
-            {"outcome": "harness_error", "where": cfg.name, "detail": f"the cell's supervisor {why} without a result"}
+            {
+                "outcome": "harness_error",
+                "where": cfg.name,
+                "detail": f"the cell's supervisor ended without a result (status {proc.returncode}, limit {limit:g} s)",
+            }
         ]
     for entry in shm_entries(f"stress-{cfg.tag}-"):
         result["violations"].append(
@@ -227,38 +235,16 @@ def run_cell(cfg: CellConfig, on_progress: Callable[[dict[str, Any]], None] | No
     return result
 
 
-@contextlib.contextmanager
-def _alarm(deadline: float, proc: subprocess.Popen[str]) -> Iterator[None]:
-    """SIGTERM the cell (and later SIGKILL its group) if it overruns."""
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        if time.monotonic() > deadline + 15:
-            _end_group(proc)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            signal.setitimer(signal.ITIMER_REAL, 15)
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, max(0.1, deadline - time.monotonic()))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def _end_group(proc: subprocess.Popen[str]) -> None:
+    """End a cell: SIGTERM lets it clean up; then SIGKILL its whole session."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # the cell's session: its actors die with it
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(5)
 
 
@@ -271,7 +257,7 @@ def _label(r: dict[str, Any]) -> str:
     return f"{r['cell']} {r['scenario']}"
 
 
-def print_progress(out: TextIO, label: str, p: dict[str, Any]) -> None:
+def print_progress(out: TextIO, p: dict[str, Any]) -> None:
     out.write(
         f"    {p['t']:6.1f}s  lanes {p['lanes']:4d}  msgs {p['messages']:>12,}  {_mb(p['bytes']):>9} MB  "
         f"kills {p['kills']:4d}  violations {p['violations']}\n"
@@ -327,23 +313,26 @@ def summary_table(results: list[dict[str, Any]]) -> str:
     right = {2, 3, 4, 5, 6, 7, 8, 9, 10}
 
     def fmt(row: tuple[str, ...]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([fmt(head), rule, *(fmt(r) for r in rows[:-1]), rule, fmt(rows[-1])])
 
 
-def report_failures(out: TextIO, failed: list[tuple[CellConfig, dict[str, Any]]]) -> None:
+def report_failures(out: TextIO, failed: list[tuple[CellConfig, dict[str, Any]]], detailed: bool) -> None:
+    """Each failing cell: its outcomes (in full when ``detailed``), seed and reproducing command."""
     for cfg, r in failed:
         out.write(f"\nFAIL {_label(r)}: {len(r['violations'])} forbidden outcome(s)\n")
         by_name = Counter(v["outcome"] for v in r["violations"])
         out.write("  outcomes: " + ", ".join(f"{k} x{n}" for k, n in by_name.most_common()) + "\n")
-        for v in r["violations"][:12]:
+        for v in r["violations"][:12] if detailed else []:
             lines = v["detail"].splitlines() or [""]
             out.write(f"  - {v['outcome']} [{v['where']}]: {lines[0]}\n")
             for line in lines[1:60]:
                 out.write(f"      {line}\n")
-        if len(r["violations"]) > 12:
+        if detailed and len(r["violations"]) > 12:
             out.write(f"  ... and {len(r['violations']) - 12} more\n")
         out.write(f"  seed: {cfg.seed}\n  reproduce: {cfg.command()}\n")
 
@@ -368,16 +357,22 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     interrupted = False
     try:
         for cfg in plan.cells():
-            if plan.duration is not None and time.monotonic() - started >= plan.duration:
-                break
+            if plan.duration is not None:
+                left = plan.duration - (time.monotonic() - started)
+                if left < 1.0:
+                    break
+                if cfg.duration is not None and cfg.duration > left:
+                    cfg = dataclasses.replace(cfg, duration=round(left, 1))
             point = (cfg.structure, cfg.sync, cfg.backend)
+            if len(not_built) == plan.points:
+                break
             if point in not_built:
                 continue
             label = f"{cfg.name} {cfg.scenario}"
             when = f"{cfg.duration:g} s" if cfg.duration is not None else f"{cfg.messages:,} messages"
             out.write(f"> {label}  seed {cfg.seed}  ({when}, kill rate {cfg.kill_rate:g}/s, delay {cfg.delay})\n")
             out.flush()
-            r = run_cell(cfg, lambda p, label=label: print_progress(out, label, p))
+            r = run_cell(cfg, functools.partial(print_progress, out))
             if r["skipped"]:
                 not_built[point] = r["skipped"]
                 out.write(f"  skipped: {r['skipped']}\n")
@@ -392,6 +387,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
             results.append(r)
             if r["violations"]:
                 failed.append((cfg, r))
+                report_failures(out, [(cfg, r)], detailed=True)
                 if args.fail_fast:
                     break
     except KeyboardInterrupt:
@@ -408,10 +404,11 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         + (", ".join(f"{k} x{n}" for k, n in sorted(accepted.items()) if n) or "none")
         + f"\nbusy-wait checks: {checks} (highest CPU share while blocked: {worst:.1%})\n"
     )
-    for point, why in not_built.items():
-        out.write(f"skipped {'/'.join(point)}: {why}\n")
+    for why in dict.fromkeys(not_built.values()):
+        cells = ", ".join("/".join(p) for p, w in not_built.items() if w == why)
+        out.write(f"skipped {cells}: {why}\n")
     out.write(f"wall time {time.monotonic() - started:.1f} s\n")
-    report_failures(out, failed)
+    report_failures(out, failed, detailed=False)
     out.flush()
     if interrupted:
         return 130

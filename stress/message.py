@@ -71,27 +71,26 @@ class Encoder:
             length = self._rng.randint(0, body) if body else 0
         off = (seq * 2654435761) % (body + 1)
         out[BODY_OFF : BODY_OFF + body] = self._pool[off : off + body]
-        HEADER.pack_into(out, 0, MAGIC, self.producer, seq, length)
-        TRAILER.pack_into(out, self.slot_bytes - 8, trailer_word(self.producer, seq))
-        crc = zlib.crc32(out[BODY_OFF:], zlib.crc32(out[:CRC_OFF]))
-        CRC.pack_into(out, CRC_OFF, crc)
+        buf = out.data
+        HEADER.pack_into(buf, 0, MAGIC, self.producer, seq, length)
+        TRAILER.pack_into(buf, self.slot_bytes - 8, trailer_word(self.producer, seq))
+        CRC.pack_into(buf, CRC_OFF, zlib.crc32(buf[BODY_OFF:], zlib.crc32(buf[:CRC_OFF])))
 
 
 def verify(raw: Bytes) -> tuple[int, int, int]:
     """Check one delivered slot; returns (producer, seq, length) or raises Corrupt."""
     n = raw.shape[0]
-    magic, producer, seq, length = HEADER.unpack_from(raw, 0)
+    buf = raw.data
+    magic, producer, seq, length = HEADER.unpack_from(buf, 0)
     if magic != MAGIC:
         raise Corrupt(f"bad magic {magic:#x} (header {bytes(raw[:24]).hex()})")
-    (trailer,) = TRAILER.unpack_from(raw, n - 8)
+    (trailer,) = TRAILER.unpack_from(buf, n - 8)
     if trailer != trailer_word(producer, seq):
         other = (trailer ^ TRAILER_KEY) & ((1 << SEQ_BITS) - 1)
-        raise Corrupt(
-            f"trailer of producer {producer} seq {seq} belongs to seq {other}: the slot mixes two messages"
-        )
+        raise Corrupt(f"trailer of producer {producer} seq {seq} belongs to seq {other}: the slot mixes two messages")
     if length > n - OVERHEAD:
         raise Corrupt(f"producer {producer} seq {seq}: length {length} exceeds the slot's {n - OVERHEAD} bytes")
-    (crc,) = CRC.unpack_from(raw, CRC_OFF)
-    if zlib.crc32(raw[BODY_OFF:], zlib.crc32(raw[:CRC_OFF])) != crc:
+    (crc,) = CRC.unpack_from(buf, CRC_OFF)
+    if zlib.crc32(buf[BODY_OFF:], zlib.crc32(buf[:CRC_OFF])) != crc:
         raise Corrupt(f"producer {producer} seq {seq}: payload checksum mismatch (torn or overwritten slot)")
     return producer, seq, length

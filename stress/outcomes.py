@@ -36,7 +36,10 @@ ACCEPTABLE: dict[str, str] = {
         "a consumer SIGKILLed inside a take of at most B items: up to B messages that follow its last "
         "logged message in lane order may be missing (it took them but never logged them), as a prefix"
     ),
-    "transient_eof": "EOFError between a killed producer and its replacement (no producer was registered then)",
+    "transient_eof": (
+        "EOFError while no producer was registered: between a killed producer and its replacement, "
+        "or between the last producer's close and the end of its lane (the consumer retries)"
+    ),
     "transient_epipe": "BrokenPipeError between a killed consumer and its replacement",
     "reserve_aborted": "a reserve() block that raised was never published (counted; delivering it is 'phantom')",
 }

@@ -49,6 +49,7 @@ def plan_lane(rng: random.Random, cfg: CellConfig) -> LanePlan:
     lo, hi = parse_sizes(cfg.sizes)
     need = log_uniform_int(rng, lo, hi) + OVERHEAD
     kind = rng.choice(("u1", "u4", "i8x8"))
+    shape: tuple[int, ...]
     if kind == "u1":
         dtype, shape = "uint8", (need,)
     elif kind == "u4":
