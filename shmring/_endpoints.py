@@ -178,7 +178,10 @@ class EndpointTable:
         """True if a live entry of ``role`` holds ``token`` (dead ones met are reaped)."""
         for slot, word, start, tok in self._rows():
             if tok == token and unpack_word(word)[1] == role:
-                return not self._reap_entry(slot, word, start, tok)
+                if self._entry_alive(word, start):
+                    return True
+                self._reap_entry(slot, word, start, tok)  # dead, whoever frees it
+                return False
         return False
 
     def unregister(self, slot: int, role: int) -> None:
@@ -223,7 +226,8 @@ class EndpointTable:
         return is_alive(pid, start)
 
     def _reap_entry(self, slot: int, word: int, start: int, token: int) -> bool:
-        """Free ``slot`` if it still holds ``word`` and that process is dead."""
+        """Free ``slot`` if it still holds ``word`` and that process is dead.
+        False when alive, or when another reaper freed it first."""
         if self._entry_alive(word, start):
             return False
         # CAS on the whole word: if the entry was freed and reclaimed since we
@@ -248,8 +252,12 @@ class EndpointTable:
         broken = os.environ.get("SHMRING_BROKEN") == "ignore_dead_producer"
         n = 0
         for row in self._rows():
-            if unpack_word(row[1])[1] == role and (broken or not self._reap_entry(*row)):
+            if unpack_word(row[1])[1] != role:
+                continue
+            if broken or self._entry_alive(row[1], row[2]):
                 n += 1
+            else:
+                self._reap_entry(*row)  # dead, whoever frees it
         return n
 
     def ever(self, role: int) -> bool:

@@ -144,3 +144,36 @@ def test_a_killed_consumer_is_noticed_before_the_ring_fills(name: str) -> None:
                 ring.put(item)
                 time.sleep(0.0002)
         assert ring.qsize() < ring.capacity
+
+
+def test_a_replacement_producer_is_not_refused_when_another_reaper_frees_the_dead_one_first(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the stress harness: a reap lost to a concurrent reaper (the
+    consumer's liveness scan) was taken for a live holder -> RoleError."""
+    with shmring.Ring(name, capacity=4, dtype=np.int64) as ring:
+        pid = os.fork()
+        if pid == 0:
+            producer = shmring.Ring.attach(name)
+            producer.put(1)  # registers as the producer
+            os.kill(os.getpid(), signal.SIGSTOP)
+            os._exit(0)
+        os.waitpid(pid, os.WUNTRACED)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        consumer = shmring.Ring.attach(name)
+        real_is_alive, raced = E.is_alive, []
+
+        def is_alive_while_a_peer_reaps(p: int, start: int) -> bool:
+            alive = real_is_alive(p, start)
+            if p == pid and not raced:
+                raced.append(1)
+                consumer._table.reap()  # frees the entry between our read and our CAS
+            return alive
+
+        monkeypatch.setattr(E, "is_alive", is_alive_while_a_peer_reaps)
+        with shmring.Ring.attach(name) as replacement:
+            replacement.put(2)
+        assert raced
+        assert [int(consumer.get(timeout=5)) for _ in range(2)] == [1, 2]
+        consumer.close()
