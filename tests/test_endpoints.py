@@ -151,7 +151,7 @@ def test_a_replacement_producer_is_not_refused_when_another_reaper_frees_the_dea
 ) -> None:
     """Found by the stress harness: a reap lost to a concurrent reaper (the
     consumer's liveness scan) was taken for a live holder -> RoleError."""
-    with shmring.Ring(name, capacity=4, dtype=np.int64) as ring:
+    with shmring.Ring(name, capacity=4, dtype=np.int64):
         pid = os.fork()
         if pid == 0:
             producer = shmring.Ring.attach(name)
