@@ -131,7 +131,7 @@ class CopyFloor:
     size: int
     copies_per_s: float
     gb_per_s: float
-    cold_gb_per_s: float
+    cold_gb_per_s: float | None  # None below FLOOR_PERCENT_FROM: small items are call-bound
 
 
 @dataclasses.dataclass(frozen=True)
@@ -953,7 +953,7 @@ def measure_copy_floor(size: int, seconds: float, rounds: int = 5) -> CopyFloor:
     src = _message(size)
     hot = _best_copy_rate(src, [np.zeros(size, np.uint8)], seconds, rounds)
     if size < FLOOR_PERCENT_FROM:
-        return CopyFloor(size, hot, hot * size / 1e9, math.nan)  # small items: every transport is call-bound
+        return CopyFloor(size, hot, hot * size / 1e9, None)
     cold_dsts = [np.zeros(size, np.uint8) for _ in range(max(2, COLD_BYTES // size))]
     cold = _best_copy_rate(src, cold_dsts, seconds, rounds)
     return CopyFloor(size, hot, hot * size / 1e9, cold * size / 1e9)
@@ -1103,7 +1103,7 @@ def _print_copy_floor(rows: Sequence[CopyFloor], out: TextIO) -> None:
     for row in rows:
         print(
             f"  {_fmt_size(row.size):>8}  {_fmt_rate(row.copies_per_s):>10}  {_fmt_gb(row.gb_per_s):>8}  "
-            f"{'-' if math.isnan(row.cold_gb_per_s) else _fmt_gb(row.cold_gb_per_s):>9}",
+            f"{'-' if row.cold_gb_per_s is None else _fmt_gb(row.cold_gb_per_s):>9}",
             file=out,
         )
     print(file=out)
@@ -1129,7 +1129,7 @@ def _print_size_block(rows: Sequence[Throughput], floor: CopyFloor | None, out: 
         notes = ""
         if row.ring:
             notes = ", ".join(f"{_fmt_ratio(row.msgs_per_s / p.msgs_per_s)} {p.transport}" for p in peers)
-            if not row.zero_copy and floor is not None and row.size >= FLOOR_PERCENT_FROM:
+            if not row.zero_copy and floor is not None and floor.cold_gb_per_s is not None:
                 notes += (
                     f"; {100 * row.gb_per_s / floor.gb_per_s:.0f}% of hot np.copyto, "
                     f"{100 * row.gb_per_s / floor.cold_gb_per_s:.0f}% of cold"
