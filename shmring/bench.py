@@ -735,8 +735,39 @@ def _check_echo(i: int, reply: Any) -> None:
         raise _corrupt(i, reply, _tail(PING_BYTES))
 
 
-class RingPing(Ping):
-    """Two rings; B does ``back.put(forth.get())`` (blocking get)."""
+class _PutGetPing(Ping):
+    """Two queue-like channels, ``forth`` and ``back``; B does
+    ``back.put(forth.get())``."""
+
+    forth: Any
+    back: Any
+
+    def pinger(self, rounds: int) -> npt.NDArray[np.int64]:
+        put, get, clock, pack = self.forth.put, self.back.get, time.perf_counter_ns, _pack_into
+        # mp.Queue.put() pickles later, in a feeder thread; reusing msg is safe
+        # only because its echo, which comes after the pickling, is awaited.
+        msg, lat = _message(PING_BYTES), np.empty(rounds, np.int64)
+        for i in range(rounds):
+            pack(msg, 0, i)
+            t = clock()
+            put(msg)
+            reply = get()
+            lat[i] = clock() - t
+            _check_echo(i, reply)
+        return lat
+
+    def echoer(self, rounds: int) -> None:
+        put, get = self.back.put, self.forth.get
+        for _ in range(rounds):
+            put(get())
+
+    def close(self) -> None:
+        self.forth.close()
+        self.back.close()
+
+
+class RingPing(_PutGetPing):
+    """Two rings (blocking get)."""
 
     label = "ring"
 
@@ -748,58 +779,14 @@ class RingPing(Ping):
             self.forth.close()
             raise
 
-    def pinger(self, rounds: int) -> npt.NDArray[np.int64]:
-        put, get, clock, pack = self.forth.put, self.back.get, time.perf_counter_ns, _pack_into
-        msg, lat = _message(PING_BYTES), np.empty(rounds, np.int64)
-        for i in range(rounds):
-            pack(msg, 0, i)
-            t = clock()
-            put(msg)
-            reply = get()
-            lat[i] = clock() - t
-            _check_echo(i, reply)
-        return lat
 
-    def echoer(self, rounds: int) -> None:
-        put, get = self.back.put, self.forth.get
-        for _ in range(rounds):
-            put(get())
-
-    def close(self) -> None:
-        self.forth.close()
-        self.back.close()
-
-
-class QueuePing(Ping):
-    """Two ``multiprocessing.Queue``s; B does ``back.put(forth.get())``."""
+class QueuePing(_PutGetPing):
+    """Two ``multiprocessing.Queue``s."""
 
     label = "mp.Queue"
 
     def __init__(self, ctx: ForkContext) -> None:
         self.forth, self.back = ctx.Queue(), ctx.Queue()
-
-    def pinger(self, rounds: int) -> npt.NDArray[np.int64]:
-        put, get, clock, pack = self.forth.put, self.back.get, time.perf_counter_ns, _pack_into
-        # put() pickles later, in a feeder thread; reusing msg is safe only
-        # because its echo, which comes after the pickling, is awaited.
-        msg, lat = _message(PING_BYTES), np.empty(rounds, np.int64)
-        for i in range(rounds):
-            pack(msg, 0, i)
-            t = clock()
-            put(msg)
-            reply = get()
-            lat[i] = clock() - t
-            _check_echo(i, reply)
-        return lat
-
-    def echoer(self, rounds: int) -> None:
-        put, get = self.back.put, self.forth.get
-        for _ in range(rounds):
-            put(get())
-
-    def close(self) -> None:
-        self.forth.close()
-        self.back.close()
 
 
 class PipePing(Ping):

@@ -6,7 +6,6 @@ import multiprocessing as mp
 import os
 import queue
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -121,29 +120,6 @@ def test_multiprocessing_children_close_their_handles_when_they_return(name: str
         child.join(60)
         with pytest.raises(BrokenPipeError):
             ring.put(2, timeout=5)  # at once: the child unregistered as it left
-
-
-def consume_then_sleep(ring: shmring.Ring, ready: object) -> None:
-    ring.get()
-    ready.set()  # type: ignore[attr-defined]
-    time.sleep(600)
-
-
-def test_a_killed_consumer_is_noticed_before_the_ring_fills(name: str) -> None:
-    with shmring.Ring(name, capacity=100_000, dtype=np.int64) as ring:
-        ready = FORK.Event()
-        child = FORK.Process(target=consume_then_sleep, args=(ring, ready))
-        child.start()
-        ring.put(0)
-        assert ready.wait(30)
-        os.kill(child.pid or 0, signal.SIGKILL)
-        child.join(10)
-        item = np.zeros((), np.int64)
-        with pytest.raises(BrokenPipeError):
-            for _ in range(50_000):
-                ring.put(item)
-                time.sleep(0.0002)
-        assert ring.qsize() < ring.capacity
 
 
 def test_a_replacement_producer_is_not_refused_when_another_reaper_frees_the_dead_one_first(

@@ -219,6 +219,23 @@ def test_put_raises_broken_pipe_after_the_consumer_is_sigkilled(name: str) -> No
                 ring.put(i, timeout=30)
 
 
+def test_a_killed_consumer_is_noticed_before_the_ring_fills(name: str) -> None:
+    with shmring.Ring(name, capacity=100_000, dtype=np.int64) as ring:
+        ready = FORK.Event()
+        child = FORK.Process(target=consume_then_hang, args=(ring, ready))
+        child.start()
+        ring.put(0)
+        assert ready.wait(30)
+        os.kill(child.pid or 0, signal.SIGKILL)
+        child.join(10)
+        item = np.zeros((), np.int64)
+        with pytest.raises(BrokenPipeError):
+            for _ in range(50_000):
+                ring.put(item)
+                time.sleep(0.0002)
+        assert ring.qsize() < ring.capacity
+
+
 def test_a_zombie_producer_counts_as_dead(name: str) -> None:
     with shmring.Ring(name, capacity=8, dtype=np.int64) as ring:
         r, w = os.pipe()
