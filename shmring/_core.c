@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1342,41 +1343,24 @@ ring_indices(SpscRing *r, PyObject *unused)
     return Py_BuildValue("KK", (unsigned long long)head, (unsigned long long)tail);
 }
 
+/* _role and _views: ROLE_* bitmasks kept in the struct; the getset closure
+ * is the field's offset. */
 static PyObject *
-ring_get_role(SpscRing *r, void *unused)
+ring_get_bits(SpscRing *r, void *field)
 {
-    return PyLong_FromLong(r->role);
+    return PyLong_FromLong(*(int *)((char *)r + (size_t)field));
 }
 
 static int
-ring_set_role(SpscRing *r, PyObject *value, void *unused)
+ring_set_bits(SpscRing *r, PyObject *value, void *field)
 {
     if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete _role");
+        PyErr_SetString(PyExc_AttributeError, "cannot delete this attribute");
         return -1;
     }
     long v = PyLong_AsLong(value);
     if (v == -1 && PyErr_Occurred()) return -1;
-    r->role = (int)(v & (ROLE_PRODUCER | ROLE_CONSUMER));
-    return 0;
-}
-
-static PyObject *
-ring_get_views(SpscRing *r, void *unused)
-{
-    return PyLong_FromLong(r->views);
-}
-
-static int
-ring_set_views(SpscRing *r, PyObject *value, void *unused)
-{
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete _views");
-        return -1;
-    }
-    long v = PyLong_AsLong(value);
-    if (v == -1 && PyErr_Occurred()) return -1;
-    r->views = (int)(v & (ROLE_PRODUCER | ROLE_CONSUMER));
+    *(int *)((char *)r + (size_t)field) = (int)(v & (ROLE_PRODUCER | ROLE_CONSUMER));
     return 0;
 }
 
@@ -1418,8 +1402,8 @@ static PyMethodDef ring_methods[] = {
 };
 
 static PyGetSetDef ring_getset[] = {
-    {"_role", (getter)ring_get_role, (setter)ring_set_role, NULL, NULL},
-    {"_views", (getter)ring_get_views, (setter)ring_set_views, NULL, NULL},
+    {"_role", (getter)ring_get_bits, (setter)ring_set_bits, NULL, (void *)offsetof(SpscRing, role)},
+    {"_views", (getter)ring_get_bits, (setter)ring_set_bits, NULL, (void *)offsetof(SpscRing, views)},
     {"_busy", (getter)ring_get_busy, NULL, NULL, NULL},
     {"_bound", (getter)ring_get_bound, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
