@@ -69,6 +69,20 @@ typedef _Atomic uint32_t a32;
 #define ROLE_PRODUCER 1
 #define ROLE_CONSUMER 2
 
+/* Indices never reach 2^62 (at 10^9 items/s that is 146 years), so a
+ * free-running index never wraps 2^64 and `index % capacity` is one
+ * continuous sequence for every capacity.  An index at or past the limit can
+ * only come from a corrupt or hostile header: LayoutError. */
+#define INDEX_LIMIT ((uint64_t)1 << 62)
+
+/* A sleeper-count word is epoch << 16 | count.  A successor taking a
+ * single-producer (single-consumer) role bumps the epoch and zeroes the
+ * count, forgetting sleepers that died asleep; a late decrement from a
+ * predecessor's thread carries the old epoch and is dropped, so it can
+ * never wrap the successor's count. */
+#define WAITERS_COUNT_MASK 0xFFFFu
+#define WAITERS_EPOCH_SHIFT 16
+
 /* ------------------------------------------------------------------ */
 /* Test-only fault and delay injection (SHMRING_DELAY, SHMRING_BROKEN). */
 
@@ -516,7 +530,7 @@ typedef struct {
     int get_busy;   /* a get is copying without the GIL */
 } SpscRing;
 
-static PyObject *str_put_slow, *str_get_slow;
+static PyObject *str_put_slow, *str_get_slow, *str_safe;
 
 #define W64(r, k) ((a64 *)((r)->base + (r)->off[k]))
 #define W32(r, k) ((a32 *)((r)->base + (r)->off[k]))
@@ -701,11 +715,30 @@ ring_release(SpscRing *r, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* _after_fork(): in a fork child, forget every per-handle transient state.
+ * A thread of the parent that was copying without the GIL, sleeping in a
+ * wait or holding a reserve()/borrow() view does not exist here, so nothing
+ * would ever clear its flags: close() would wait for it forever. */
+static PyObject *
+ring_after_fork(SpscRing *r, PyObject *unused)
+{
+    r->put_busy = 0;
+    r->get_busy = 0;
+    r->views = 0;
+    r->role = 0;
+    r->inflight = 0;
+    r->next_liveness_ns = 0;
+    if (r->closing) {
+        ring_release_buffer(r);
+    }
+    Py_RETURN_NONE;
+}
+
 /* Reads the peer's index and checks the ring's invariant on it. */
 static int
 check_span(SpscRing *r, uint64_t head, uint64_t tail)
 {
-    if (head - tail > r->capacity) {
+    if (head - tail > r->capacity || head >= INDEX_LIMIT) {
         raise_layout("corrupt ring indices: head=%llu tail=%llu capacity=%llu",
                      (unsigned long long)head, (unsigned long long)tail,
                      (unsigned long long)r->capacity);
@@ -720,6 +753,7 @@ static int
 producer_space(SpscRing *r, uint64_t head, uint64_t want, uint64_t *space)
 {
     uint64_t cap = r->capacity + (broken == BROKEN_OVERWRITE_UNRELEASED ? 1 : 0);
+    if (head >= INDEX_LIMIT) return check_span(r, head, head);
     /* Relaxed: cached_tail is written only by this (the producing) side. */
     uint64_t tail = atomic_load_explicit(W64(r, OFF_CACHED_TAIL), memory_order_relaxed);
     if (head - tail > r->capacity || cap - (head - tail) < want) {
@@ -738,6 +772,7 @@ producer_space(SpscRing *r, uint64_t head, uint64_t want, uint64_t *space)
 static int
 consumer_avail(SpscRing *r, uint64_t tail, uint64_t want, uint64_t *avail)
 {
+    if (tail >= INDEX_LIMIT) return check_span(r, tail, tail);
     /* Relaxed: cached_head is written only by this (the consuming) side. */
     uint64_t head = atomic_load_explicit(W64(r, OFF_CACHED_HEAD), memory_order_relaxed);
     if (head - tail > r->capacity || head - tail < want) {
@@ -759,7 +794,7 @@ wake_if_waiting(SpscRing *r, int waiters_key, int index_key)
      * the waiter's increment and its re-read of the index: one of us sees the
      * other, so a sleeper is never left with a publish it missed. */
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(W32(r, waiters_key), memory_order_relaxed) != 0) {
+    if ((atomic_load_explicit(W32(r, waiters_key), memory_order_relaxed) & WAITERS_COUNT_MASK) != 0) {
         futex_wake_raw(r->base + r->off[index_key] + LOW_HALF, INT_MAX);
     }
 }
@@ -923,14 +958,14 @@ ring_try_get_raw(SpscRing *r, uint64_t max, int batch)
 /* Argument parsing for put/get(block=True, timeout=None) without the
  * overhead of the generic parser on the common positional call. */
 static int
-parse_call(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int npos,
+parse_call(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int npos, int nkwonly,
            const char *const *names, PyObject **out)
 {
-    int nparams = npos + 2;
+    int npositional = npos + 2, nparams = npositional + nkwonly;
     for (int i = 0; i < nparams; i++) out[i] = NULL;
-    if (nargs > nparams) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, nparams,
-                     nargs);
+    if (nargs > npositional) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d positional arguments (%zd given)", fname,
+                     npositional, nargs);
         return -1;
     }
     for (Py_ssize_t i = 0; i < nargs; i++) out[i] = args[i];
@@ -1001,12 +1036,26 @@ timeout_ok(PyObject *timeout)
     return timeout == Py_None || parse_timeout(timeout) > -1.5;
 }
 
+/* numpy's casting names; any of them lets an exact item through unchanged. */
+static int
+casting_known(PyObject *casting)
+{
+    static const char *const known[] = {"safe", "same_kind", "unsafe", "equiv", "no"};
+    if (casting == NULL) return 1;
+    if (!PyUnicode_Check(casting)) return 0;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        if (PyUnicode_CompareWithASCIIString(casting, known[i]) == 0) return 1;
+    }
+    return 0;
+}
+
+/* casting: NULL when not given ("safe"). */
 static PyObject *
-put_common(SpscRing *r, PyObject *item, PyObject *block, PyObject *timeout)
+put_common(SpscRing *r, PyObject *item, PyObject *block, PyObject *timeout, PyObject *casting)
 {
     if (!timeout_ok(timeout)) return NULL;
     if (r->bound && !r->closing && (r->role & ROLE_PRODUCER) && !(r->views & ROLE_PRODUCER) && !r->put_busy &&
-        item_is_exact(r, item, 0) && !consumers_gone(r)) {
+        item_is_exact(r, item, 0) && casting_known(casting) && !consumers_gone(r)) {
         int64_t t = now_ns();
         if (t >= r->next_liveness_ns) {
             r->next_liveness_ns = t + LIVENESS_NS;
@@ -1018,8 +1067,9 @@ put_common(SpscRing *r, PyObject *item, PyObject *block, PyObject *timeout)
     }
 slow:
     /* Full, first use, a peer gone, time to check peers, or an item needing
-     * conversion. */
-    return PyObject_CallMethodObjArgs((PyObject *)r, str_put_slow, item, block, timeout, NULL);
+     * conversion (or a casting value to refuse). */
+    return PyObject_CallMethodObjArgs((PyObject *)r, str_put_slow, item, block, timeout,
+                                      casting == NULL ? str_safe : casting, NULL);
 }
 
 static PyObject *
@@ -1036,19 +1086,30 @@ get_common(SpscRing *r, PyObject *block, PyObject *timeout)
 static PyObject *
 ring_put(SpscRing *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"item", "block", "timeout"};
-    PyObject *a[3];
+    static const char *const names[] = {"item", "block", "timeout", "casting"};
+    PyObject *a[4];
     if (kwnames == NULL && nargs == 1) {
-        return put_common(r, args[0], Py_True, Py_None);
+        return put_common(r, args[0], Py_True, Py_None, NULL);
     }
-    if (parse_call("put", args, nargs, kwnames, 1, names, a) < 0) return NULL;
-    return put_common(r, a[0], a[1], a[2]);
+    if (parse_call("put", args, nargs, kwnames, 1, 1, names, a) < 0) return NULL;
+    return put_common(r, a[0], a[1], a[2], a[3]);
 }
 
 static PyObject *
-ring_put_nowait(SpscRing *r, PyObject *item)
+ring_put_nowait(SpscRing *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    return put_common(r, item, Py_False, Py_None);
+    if (kwnames == NULL && nargs == 1) {
+        return put_common(r, args[0], Py_False, Py_None, NULL);
+    }
+    /* put_nowait(item, *, casting): reuse the parser, refusing block/timeout. */
+    static const char *const names[] = {"item", "", "", "casting"};
+    PyObject *a[4];
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError, "put_nowait() takes 1 positional argument (%zd given)", nargs);
+        return NULL;
+    }
+    if (parse_call("put_nowait", args, nargs, kwnames, 1, 1, names, a) < 0) return NULL;
+    return put_common(r, a[0], Py_False, Py_None, a[3]);
 }
 
 static PyObject *
@@ -1059,7 +1120,7 @@ ring_get(SpscRing *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     if (kwnames == NULL && nargs == 0) {
         return get_common(r, Py_True, Py_None);
     }
-    if (parse_call("get", args, nargs, kwnames, 0, names, a) < 0) return NULL;
+    if (parse_call("get", args, nargs, kwnames, 0, 0, names, a) < 0) return NULL;
     return get_common(r, a[0], a[1]);
 }
 
@@ -1235,6 +1296,22 @@ ring_read_release(SpscRing *r, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* Undo a sleeper's increment, unless a successor has since reset the count
+ * (new epoch): then our increment is already forgotten. */
+static void
+waiters_leave(a32 *waiters, uint32_t epoch)
+{
+    uint32_t cur = atomic_load_explicit(waiters, memory_order_relaxed);
+    while ((cur >> WAITERS_EPOCH_SHIFT) == epoch && (cur & WAITERS_COUNT_MASK) != 0) {
+        /* SYNC POINT (seq_cst): as the increment in ring_wait; a failed CAS
+         * reloads cur and re-checks the epoch. */
+        if (atomic_compare_exchange_weak_explicit(waiters, &cur, cur - 1, memory_order_seq_cst,
+                                                  memory_order_relaxed)) {
+            return;
+        }
+    }
+}
+
 /* Sleep until the index at `index_key` no longer equals `expected`, spinning
  * briefly first.  Returns 1 (changed or woken), 0 (timeout) or -1. */
 static int
@@ -1272,7 +1349,7 @@ ring_wait(SpscRing *r, int index_key, int waiters_key, uint64_t expected, double
     }
     /* SYNC POINT (seq_cst): announce the sleeper, then fence, then re-read the
      * index.  Pairs with the fence in wake_if_waiting (StoreLoad both ways). */
-    atomic_fetch_add_explicit(waiters, 1, memory_order_seq_cst);
+    uint32_t epoch = atomic_fetch_add_explicit(waiters, 1, memory_order_seq_cst) >> WAITERS_EPOCH_SHIFT;
     atomic_thread_fence(memory_order_seq_cst);
     int rc = 1;
     if (atomic_load_explicit(index, memory_order_relaxed) == expected) {
@@ -1286,7 +1363,7 @@ ring_wait(SpscRing *r, int index_key, int waiters_key, uint64_t expected, double
          * it return at once (EAGAIN). */
         rc = futex_wait_gil((char *)index + LOW_HALF, (uint32_t)expected, left);
     }
-    atomic_fetch_sub_explicit(waiters, 1, memory_order_seq_cst);
+    waiters_leave(waiters, epoch);
     ring_end_inflight(r);
     return rc;
 }
@@ -1343,6 +1420,34 @@ ring_indices(SpscRing *r, PyObject *unused)
     return Py_BuildValue("KK", (unsigned long long)head, (unsigned long long)tail);
 }
 
+/* _qsize() -> items published and not yet consumed, validated like every
+ * other index read: a snapshot in which tail did not move while head was
+ * read satisfies 0 <= head - tail <= capacity, or the header is corrupt. */
+static PyObject *
+ring_qsize(SpscRing *r, PyObject *unused)
+{
+    if (ring_check_open(r) < 0) return NULL;
+    uint64_t head = 0, tail = 0;
+    for (int attempt = 0; attempt < 64; attempt++) {
+        /* SYNC POINT (acquire) x3: pairs with the releases of tail and head;
+         * tail, head, tail again: an unchanged tail brackets the head load. */
+        tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_acquire);
+        head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_acquire);
+        if (atomic_load_explicit(W64(r, OFF_TAIL), memory_order_acquire) == tail) {
+            if (check_span(r, head, tail) < 0) return NULL;
+            return PyLong_FromUnsignedLongLong(head - tail);
+        }
+    }
+    /* The consumer kept moving: head was read after tail, so head - tail is
+     * at least the true size; only a corrupt header makes it negative. */
+    if (head < tail || head >= INDEX_LIMIT) {
+        raise_layout("corrupt ring indices: head=%llu tail=%llu", (unsigned long long)head, (unsigned long long)tail);
+        return NULL;
+    }
+    uint64_t n = head - tail;
+    return PyLong_FromUnsignedLongLong(n > r->capacity ? r->capacity : n);
+}
+
 /* _role and _views: ROLE_* bitmasks kept in the struct; the getset closure
  * is the field's offset. */
 static PyObject *
@@ -1379,8 +1484,11 @@ ring_get_bound(SpscRing *r, void *unused)
 
 static PyMethodDef ring_methods[] = {
     {"put", (PyCFunction)(void (*)(void))ring_put, METH_FASTCALL | METH_KEYWORDS,
-     "put($self, /, item, block=True, timeout=None)\n--\n\nCopy item into the next slot."},
-    {"put_nowait", (PyCFunction)ring_put_nowait, METH_O, "put_nowait($self, item, /)\n--\n\nput(item, block=False)."},
+     "put($self, /, item, block=True, timeout=None, *, casting='safe')\n--\n\n"
+     "Copy item into the next slot, waiting for room while block is true (up to timeout seconds).\n"
+     "Arrays are cast under numpy's casting rule (TypeError when refused); Python values by value."},
+    {"put_nowait", (PyCFunction)(void (*)(void))ring_put_nowait, METH_FASTCALL | METH_KEYWORDS,
+     "put_nowait($self, /, item, *, casting='safe')\n--\n\nput(item, block=False)."},
     {"get", (PyCFunction)(void (*)(void))ring_get, METH_FASTCALL | METH_KEYWORDS,
      "get($self, /, block=True, timeout=None)\n--\n\nRemove the oldest item and return a copy of it."},
     {"get_nowait", (PyCFunction)ring_get_nowait, METH_NOARGS, "get_nowait($self, /)\n--\n\nget(block=False)."},
@@ -1398,6 +1506,8 @@ static PyMethodDef ring_methods[] = {
     {"_wait_writable", (PyCFunction)ring_wait_writable, METH_O, NULL},
     {"_wake_all", (PyCFunction)ring_wake_all, METH_NOARGS, NULL},
     {"_indices", (PyCFunction)ring_indices, METH_NOARGS, NULL},
+    {"_qsize", (PyCFunction)ring_qsize, METH_NOARGS, NULL},
+    {"_after_fork", (PyCFunction)ring_after_fork, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1466,7 +1576,8 @@ PyInit__core(void)
     if (PyType_Ready(&SpscRingType) < 0) return NULL;
     str_put_slow = PyUnicode_InternFromString("_put_slow");
     str_get_slow = PyUnicode_InternFromString("_get_slow");
-    if (str_put_slow == NULL || str_get_slow == NULL) return NULL;
+    str_safe = PyUnicode_InternFromString("safe");
+    if (str_put_slow == NULL || str_get_slow == NULL || str_safe == NULL) return NULL;
     PyObject *m = PyModule_Create(&core_module);
     if (m == NULL) return NULL;
     Py_INCREF(&SpscRingType);

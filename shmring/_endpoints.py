@@ -1,51 +1,106 @@
-"""Who is attached: producer/consumer registration and liveness.
+"""Who is attached: the endpoint table, liveness, and who may unlink.
 
-Each handle that puts (or gets) claims one entry of the header's endpoint
-table, holding its pid and the process start time from /proc.  A peer is
-alive while /proc/<pid>/stat exists, is not a zombie, and shows the same
-start time (so a recycled pid is not mistaken for the old process).
+Every open handle holds a HOLDER entry of the header's endpoint table; a
+handle that puts (or gets) holds a PRODUCER (CONSUMER) entry too; a handle
+pickled and not yet unpickled is a PENDING entry of its sender.  An entry's
+word carries its process's full identity (pid and start time from /proc), so
+one CAS claims an entry that every peer can judge at once: a process is alive
+while /proc/<pid>/stat exists, is not a zombie and shows the same start time
+(a recycled pid is not mistaken for the old process).
 
 The table is the truth.  Two per-role words beside it are hints for the C
-fast path: ``*_LIVE`` counts registered endpoints (so a put notices "no
-consumer left" with one load) and ``*_EVER`` records that the role was ever
-taken (before that, put fills the ring and get waits, as with a pipe whose
-other end is not open yet).  Slow paths confirm any hint against the table.
-See docs/design.md, "Endpoints and liveness".
+fast path: ``*_LIVE`` counts registered producers (consumers), so a put
+notices "no consumer left" with one load, and ``*_EVER`` records that the
+role was ever taken (before that, put fills the ring and get waits, as with
+a pipe whose other end is not open yet).  Slow paths confirm any hint
+against the table.  See docs/design.md, "Endpoints and liveness".
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import secrets
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import _core
 from . import _layout as L
 from .errors import RoleError, ShmringError
 
-PRODUCER = _core.ROLE_PRODUCER
-CONSUMER = _core.ROLE_CONSUMER
-ROLE_NAMES = {PRODUCER: "producer", CONSUMER: "consumer"}
+PRODUCER = _core.ROLE_PRODUCER  # 1
+CONSUMER = _core.ROLE_CONSUMER  # 2
+HOLDER = 3  # an open handle: keeps the name alive
+PENDING = 4  # a pickled handle in flight, entered by its sender
+ROLE_NAMES = {PRODUCER: "producer", CONSUMER: "consumer", HOLDER: "holder", PENDING: "pending"}
 
-STATE_CLAIMING = 1  # entry taken; start time being written
+STATE_CLAIMING = 1  # entry taken, token being written
 STATE_ACTIVE = 2
+STATE_FREEING = 3  # being freed: token and owner word are cleared before the entry reads 0
+STATE_NAMES = {STATE_CLAIMING: "claiming", STATE_ACTIVE: "active", STATE_FREEING: "freeing"}
 
 _LIVE_OFF = {PRODUCER: L.PRODUCERS_LIVE_OFF, CONSUMER: L.CONSUMERS_LIVE_OFF}
 _EVER_OFF = {PRODUCER: L.PRODUCERS_EVER_OFF, CONSUMER: L.CONSUMERS_EVER_OFF}
 _OWNER_OFF = {PRODUCER: L.PRODUCER_OWNER_OFF, CONSUMER: L.CONSUMER_OWNER_OFF}
-# Each role's sleepers count lives on the futex of the index it waits for.
+# Each role's sleepers count lives beside the futex of the index it waits for.
 _WAITERS_OFF = {PRODUCER: L.PRODUCER_WAITERS_OFF, CONSUMER: L.CONSUMER_WAITERS_OFF}
 
-
-def pack_word(pid: int, role: int, state: int) -> int:
-    return (pid & 0xFFFFFFFF) | (role << 32) | (state << 40)
-
-
-def unpack_word(word: int) -> tuple[int, int, int]:
-    return word & 0xFFFFFFFF, (word >> 32) & 0xFF, (word >> 40) & 0xFF
+_PID_MASK = (1 << L.WORD_PID_BITS) - 1
+_ROLE_MASK = (1 << L.WORD_ROLE_BITS) - 1
+_STATE_MASK = (1 << L.WORD_STATE_BITS) - 1
+_START_MASK = (1 << (64 - L.WORD_START_SHIFT)) - 1
 
 
+def pack_word(pid: int, role: int, state: int, start: int) -> int:
+    """An entry word: pid, role, state and start time (modulo 2**37 ticks)."""
+    if not 0 < pid <= _PID_MASK:
+        raise ShmringError(f"pid {pid} does not fit the endpoint table")
+    return pid | role << L.WORD_ROLE_SHIFT | state << L.WORD_STATE_SHIFT | (start & _START_MASK) << L.WORD_START_SHIFT
+
+
+def unpack_word(word: int) -> tuple[int, int, int, int]:
+    """(pid, role, state, start time modulo 2**37) of an entry word."""
+    return (
+        word & _PID_MASK,
+        (word >> L.WORD_ROLE_SHIFT) & _ROLE_MASK,
+        (word >> L.WORD_STATE_SHIFT) & _STATE_MASK,
+        word >> L.WORD_START_SHIFT,
+    )
+
+
+def _with_state(word: int, state: int) -> int:
+    return (word & ~(_STATE_MASK << L.WORD_STATE_SHIFT)) | state << L.WORD_STATE_SHIFT
+
+
+# -- test hooks: windows between the steps of every transition -----------------------
+# ``pause`` is called at each named point; tests set it (in a child process) to
+# hold a registrant inside a window while peers scan.  SHMRING_DELAY
+# ("PERMILLE:MAX_US", as the C core reads it) sleeps at random points: the
+# stress harness's delay injection.
+pause: Callable[[str], None] | None = None
+
+
+def _delay_from_env() -> tuple[float, float]:
+    try:
+        permille, max_us = (int(v) for v in os.environ.get("SHMRING_DELAY", "").split(":"))
+    except ValueError:
+        return 0.0, 0.0
+    return min(max(permille, 0), 1000) / 1000, min(max(max_us, 0), 1_000_000) / 1e6
+
+
+_DELAY_P, _DELAY_MAX_S = _delay_from_env()
+
+
+def _window(point: str) -> None:
+    if pause is not None:
+        pause(point)
+    if _DELAY_P and random.random() < _DELAY_P:
+        time.sleep(random.random() * _DELAY_MAX_S)
+
+
+# -- liveness ------------------------------------------------------------------------
 def _stat_fields(pid: int) -> tuple[str, int] | None:
     """(state letter, start time) from /proc/<pid>/stat, or None if gone."""
     try:
@@ -82,7 +137,7 @@ def own_start_time() -> int:
 
 def is_alive(pid: int, start_time: int) -> bool:
     """True if ``pid`` runs and is the process that started at ``start_time``
-    (0 = unknown).  A zombie counts as dead."""
+    (compared modulo 2**37 ticks; 0 = unknown).  A zombie counts as dead."""
     if pid <= 0:
         return False
     fields = _stat_fields(pid)
@@ -91,7 +146,21 @@ def is_alive(pid: int, start_time: int) -> bool:
     state, started = fields
     if state in ("Z", "X", "x"):
         return False
-    return start_time == 0 or started == start_time
+    return start_time == 0 or (started & _START_MASK) == (start_time & _START_MASK)
+
+
+def word_alive(word: int) -> bool:
+    """Is the process named by an entry (or replacer) word alive?"""
+    pid, _, _, start = unpack_word(word)
+    if pid == os.getpid():
+        # Ours, unless a dead process that had our pid before wrote it: its
+        # start time differs.
+        return start == own_start_time() & _START_MASK
+    return is_alive(pid, start)
+
+
+def own_identity(role: int = 0, state: int = 0) -> int:
+    return pack_word(os.getpid(), role, state, own_start_time())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,48 +176,64 @@ class Endpoint:
 
 
 class EndpointTable:
-    """Operations on the endpoint table of one mapping."""
+    """Operations on the endpoint table of one mapping.
+
+    Every transition of an entry is a CAS on the exact word read:
+    ``0 → CLAIMING`` (claim), ``CLAIMING → ACTIVE`` (publish),
+    ``CLAIMING/ACTIVE → FREEING`` (leave, reap, or a pending handle
+    received: one winner), ``FREEING → 0`` after the token and the owner
+    word were cleared by CAS on their exact values.  So a newcomer always
+    finds a zeroed token in the entry it claims, and no one acting on a word
+    it read earlier can touch an entry that was freed and claimed since.
+    """
 
     def __init__(self, buf: Any):
         self._buf = buf
 
-    def _entry(self, slot: int) -> int:
+    @staticmethod
+    def _entry(slot: int) -> int:
         return L.ENDPOINTS_OFF + slot * L.ENDPOINT_SIZE
 
-    def register(self, role: int, exclusive: bool) -> int:
+    # -- joining ---------------------------------------------------------------------
+    def register(self, role: int, exclusive: bool = False, token: int = 0) -> int:
         """Claim an entry for this process in ``role``; returns its slot.
 
         ``exclusive`` (single-producer or single-consumer) raises RoleError if
-        another live endpoint holds the role.  The steps are ordered so that a
-        death between any two of them leaves nothing a reaper cannot undo and
-        errs, if at all, towards "someone may still be there" (see
-        docs/design.md, "Endpoints and liveness").
+        another live endpoint holds the role.  ``token`` names the entry
+        (a fresh random one by default).  A death between any two steps
+        leaves an entry that names a dead process, which any peer frees.
         """
-        buf, pid = self._buf, os.getpid()
-        slot = self._claim(pack_word(pid, role, STATE_CLAIMING))
+        word = own_identity(role, STATE_CLAIMING)
+        slot = self._claim(word)
         if slot < 0 and self.reap():
-            slot = self._claim(pack_word(pid, role, STATE_CLAIMING))
+            slot = self._claim(word)
         if slot < 0:
-            raise ShmringError(f"endpoint table full ({L.MAX_ENDPOINTS} attached handles)")
+            raise ShmringError(f"endpoint table full ({L.MAX_ENDPOINTS} entries of live processes)")
+        _window("claimed")
         off = self._entry(slot)
-        token = secrets.randbits(64) | 1  # never 0, which means "no owner"
-        _core.store64(buf, off + L.ENDPOINT_START, own_start_time())
-        _core.store64(buf, off + L.ENDPOINT_TOKEN, token)
-        _core.store32(buf, _EVER_OFF[role], 1)
+        token = token or secrets.randbits(64) | 1  # never 0, which means "no owner"
+        _core.store64(self._buf, off + L.ENDPOINT_TOKEN, token)
+        _window("token")
+        if role in _LIVE_OFF:
+            _core.store32(self._buf, _EVER_OFF[role], 1)
+            # Counted just before ACTIVE: a death in between leaves the hint
+            # one too high, the safe direction (slow paths ask the table).
+            _core.fetch_add32(self._buf, _LIVE_OFF[role], 1)
+            _window("counted")
+        active = _with_state(word, STATE_ACTIVE)
+        # SYNC POINT (seq_cst CAS): the token above is visible to whoever
+        # acquire-loads the ACTIVE word.
+        if _core.cas64(self._buf, off + L.ENDPOINT_WORD, word, active) != word:
+            raise ShmringError("our endpoint entry was changed under us: the header is corrupt")
+        _window("active")
         if exclusive:
             try:
                 self._take_ownership(role, token)
             except BaseException:
-                _core.store64(buf, off + L.ENDPOINT_WORD, 0)
+                self._free(slot, active, token)
                 raise
-            # Any sleeper counted on this role's futex was a predecessor that
-            # died asleep (we hold the role alone): forget it, or every
-            # publish would pay a futex_wake system call forever.
-            _core.store32(buf, _WAITERS_OFF[role], 0)
-        _core.fetch_add32(buf, _LIVE_OFF[role], 1)
-        # SYNC POINT (release, in store64): start time and token above are
-        # visible to whoever acquire-loads the ACTIVE word.
-        _core.store64(buf, off + L.ENDPOINT_WORD, pack_word(pid, role, STATE_ACTIVE))
+            _window("owned")
+            self._forget_sleepers(role)
         return slot
 
     def _claim(self, word: int) -> int:
@@ -171,28 +256,66 @@ class EndpointTable:
             break
         raise RoleError(
             f"this ring already has a live {ROLE_NAMES[role]}; create it with "
-            f"multi_{ROLE_NAMES[role]}=True to have several"
+            f"multi_{ROLE_NAMES[role]}=True to have several, or wait for it to close"
         )
 
     def _token_live(self, token: int, role: int) -> bool:
-        """True if a live entry of ``role`` holds ``token`` (dead ones met are reaped)."""
-        for slot, word, start, tok in self._rows():
-            if tok == token and unpack_word(word)[1] == role:
-                if self._entry_alive(word, start):
+        """True if a live ACTIVE entry of ``role`` holds ``token``.
+
+        Only ACTIVE entries count: their token was written before they became
+        ACTIVE, so it is theirs (a CLAIMING entry's may not be written yet)."""
+        for slot, word, tok in self._rows():
+            _, r, state, _ = unpack_word(word)
+            if tok == token and r == role and state == STATE_ACTIVE:
+                if word_alive(word):
                     return True
-                self._reap_entry(slot, word, start, tok)  # dead, whoever frees it
+                self._free(slot, word, tok)  # dead, whoever frees it
                 return False
         return False
 
-    def unregister(self, slot: int, role: int) -> None:
-        """Give up the role (owner word first), then free our entry."""
+    def _forget_sleepers(self, role: int) -> None:
+        """Holding the role alone, start a new sleeper epoch with no sleepers.
+
+        A predecessor SIGKILLed asleep would otherwise leave its count up, and
+        every publish would pay a futex_wake system call; a predecessor's
+        thread that leaves its wait after this carries the old epoch, and the
+        core drops its decrement (see _core.c, waiters_leave)."""
+        off = _WAITERS_OFF[role]
+        while True:
+            cur = _core.load32(self._buf, off)
+            new = (((cur >> 16) + 1) & 0xFFFF) << 16
+            if _core.cas32(self._buf, off, cur, new) == cur:
+                return
+
+    # -- leaving -----------------------------------------------------------------------
+    def unregister(self, slot: int) -> None:
+        """Give up our entry (and the role it owns)."""
         off = self._entry(slot)
-        token = _core.load64(self._buf, off + L.ENDPOINT_TOKEN)
-        _core.cas64(self._buf, _OWNER_OFF[role], token, 0)
         word = _core.load64(self._buf, off + L.ENDPOINT_WORD)
-        if word != 0 and _core.cas64(self._buf, off + L.ENDPOINT_WORD, word, 0) == word:
-            if unpack_word(word)[2] == STATE_ACTIVE:
+        token = _core.load64(self._buf, off + L.ENDPOINT_TOKEN)
+        if word != 0 and word_alive(word):  # ours, unless a peer freed it (corrupt or reaped)
+            self._free(slot, word, token)
+
+    def _free(self, slot: int, word: int, token: int) -> bool:
+        """Free the entry at ``slot`` that was seen holding ``word`` and
+        ``token``; False when someone else changed it first."""
+        off = self._entry(slot)
+        _, role, state, _ = unpack_word(word)
+        if state != STATE_FREEING:
+            freeing = _with_state(word, STATE_FREEING)
+            if _core.cas64(self._buf, off + L.ENDPOINT_WORD, word, freeing) != word:
+                return False
+            # We alone moved it out of CLAIMING/ACTIVE: the hint was counted
+            # only for ACTIVE entries (just before ACTIVE, see register).
+            if state == STATE_ACTIVE and role in _LIVE_OFF:
                 self._decrement_hint(role)
+            word = freeing
+        _window("freeing")
+        if role in _OWNER_OFF:
+            _core.cas64(self._buf, _OWNER_OFF[role], token, 0)  # only if it still names this entry
+        _core.cas64(self._buf, off + L.ENDPOINT_TOKEN, token, 0)
+        _window("cleared")
+        return _core.cas64(self._buf, off + L.ENDPOINT_WORD, word, 0) == word
 
     def _decrement_hint(self, role: int) -> None:
         off = _LIVE_OFF[role]
@@ -201,64 +324,63 @@ class EndpointTable:
             if cur == 0 or _core.cas32(self._buf, off, cur, cur - 1) == cur:
                 return
 
-    def _rows(self) -> list[tuple[int, int, int, int]]:
-        """(slot, word, start time, token) of every taken entry: one core call."""
-        words = _core.load64_many(self._buf, L.ENDPOINTS_OFF, L.MAX_ENDPOINTS * L.ENDPOINT_SIZE // 8)
+    # -- handles in flight ---------------------------------------------------------------
+    def send(self) -> int:
+        """Enter a pending handle (one being pickled); returns its ticket."""
+        ticket = secrets.randbits(64) | 1
+        self.register(PENDING, token=ticket)
+        return ticket
+
+    def received(self, ticket: int) -> bool:
+        """The pending handle ``ticket`` arrived (its receiver holds its own
+        entry by now): free the sender's entry.  False if it was not found."""
+        for slot, word, tok in self._rows():
+            if tok == ticket and unpack_word(word)[1] == PENDING:
+                return self._free(slot, word, tok)
+        return False
+
+    # -- scanning ------------------------------------------------------------------------
+    def _rows(self) -> list[tuple[int, int, int]]:
+        """(slot, word, token) of every taken entry: one core call."""
         per = L.ENDPOINT_SIZE // 8
+        words = _core.load64_many(self._buf, L.ENDPOINTS_OFF, L.MAX_ENDPOINTS * per)
+        tok = L.ENDPOINT_TOKEN // 8
         return [
-            (
-                slot,
-                words[slot * per],
-                words[slot * per + L.ENDPOINT_START // 8],
-                words[slot * per + L.ENDPOINT_TOKEN // 8],
-            )
-            for slot in range(L.MAX_ENDPOINTS)
-            if words[slot * per] != 0
+            (slot, words[slot * per], words[slot * per + tok]) for slot in range(L.MAX_ENDPOINTS) if words[slot * per]
         ]
 
-    @staticmethod
-    def _entry_alive(word: int, start: int) -> bool:
-        pid, _, _ = unpack_word(word)
-        if pid == os.getpid():
-            # Ours, unless a process that had our pid before died registered:
-            # its start time differs (0 = still being written: ours).
-            return start in (0, own_start_time())
-        return is_alive(pid, start)
-
-    def _reap_entry(self, slot: int, word: int, start: int, token: int) -> bool:
-        """Free ``slot`` if it still holds ``word`` and that process is dead.
-        False when alive, or when another reaper freed it first."""
-        if self._entry_alive(word, start):
-            return False
-        # CAS on the whole word: if the entry was freed and reclaimed since we
-        # read it, the word differs and we leave the new owner alone.
-        if _core.cas64(self._buf, self._entry(slot) + L.ENDPOINT_WORD, word, 0) != word:
-            return False
-        _, role, state = unpack_word(word)
-        if role in _OWNER_OFF:
-            _core.cas64(self._buf, _OWNER_OFF[role], token, 0)
-            if state == STATE_ACTIVE:  # the hint is counted just before ACTIVE
-                self._decrement_hint(role)
-        return True
+    def _live_rows(self, roles: tuple[int, ...]) -> Iterator[tuple[int, int, int]]:
+        """Entries of ``roles`` whose process lives; dead ones met are freed."""
+        broken = os.environ.get("SHMRING_BROKEN") == "ignore_dead_producer"
+        for row in self._rows():
+            _, role, state, _ = unpack_word(row[1])
+            if role not in roles:
+                continue
+            if broken and role == PRODUCER:
+                yield row
+            elif not word_alive(row[1]):
+                self._free(*row)  # dead, whoever frees it
+            elif state != STATE_FREEING:
+                yield row
 
     def reap(self) -> int:
         """Free the entries of dead processes; returns how many."""
         if os.environ.get("SHMRING_BROKEN") == "ignore_dead_producer":
             return 0  # deliberately broken variant for the stress harness's own tests
-        return sum(self._reap_entry(*row) for row in self._rows())
+        return sum(self._free(*row) for row in self._rows() if not word_alive(row[1]))
 
     def live(self, role: int) -> int:
-        """Live endpoints in ``role``; dead ones met on the way are reaped."""
-        broken = os.environ.get("SHMRING_BROKEN") == "ignore_dead_producer"
-        n = 0
-        for row in self._rows():
-            if unpack_word(row[1])[1] != role:
-                continue
-            if broken or self._entry_alive(row[1], row[2]):
-                n += 1
-            else:
-                self._reap_entry(*row)  # dead, whoever frees it
-        return n
+        """Live endpoints in ``role``; dead ones met on the way are freed."""
+        return sum(1 for _ in self._live_rows((role,)))
+
+    def held(self) -> bool:
+        """True while a live process holds an open or pending handle (the
+        name must stay); dead ones met on the way are freed."""
+        return any(True for _ in self._live_rows((HOLDER, PENDING)))
+
+    def users(self) -> list[int]:
+        """Pids of the live processes with any entry (dead ones are freed)."""
+        return sorted({unpack_word(w)[0] for _, w, _ in self._live_rows(tuple(ROLE_NAMES))})
 
     def ever(self, role: int) -> bool:
         return _core.load32(self._buf, _EVER_OFF[role]) != 0
@@ -268,16 +390,33 @@ class EndpointTable:
 
     def entries(self) -> list[Endpoint]:
         out = []
-        for slot, word, start, _ in self._rows():
-            pid, role, state = unpack_word(word)
+        for slot, word, _ in self._rows():
+            pid, role, state, start = unpack_word(word)
             out.append(
                 Endpoint(
                     slot=slot,
                     pid=pid,
                     role=ROLE_NAMES.get(role, f"role {role}"),
-                    state={STATE_CLAIMING: "claiming", STATE_ACTIVE: "active"}.get(state, f"state {state}"),
+                    state=STATE_NAMES.get(state, f"state {state}"),
                     start_time=start,
-                    alive=is_alive(pid, start),
+                    alive=word_alive(word),
                 )
             )
         return out
+
+    # -- replacing an abandoned region -------------------------------------------------
+    def claim_replacement(self) -> bool:
+        """Become the one process replacing this region; False if a live
+        process is replacing it already.  A dead replacer is taken over."""
+        me = own_identity()
+        for _ in range(4):
+            seen = _core.cas64(self._buf, L.REPLACER_OFF, 0, me)
+            if seen in (0, me):
+                return True
+            if word_alive(seen):
+                return False
+            _core.cas64(self._buf, L.REPLACER_OFF, seen, 0)
+        return False
+
+    def release_replacement(self) -> None:
+        _core.cas64(self._buf, L.REPLACER_OFF, own_identity(), 0)

@@ -24,7 +24,7 @@ import numpy as np
 from .errors import LayoutError
 
 MAGIC = b"SHMRING\x00"
-VERSION = 1
+VERSION = 2  # 2: endpoint word holds the start time; holder/pending entries; replacer word
 PAGE = 4096
 LINE = 128  # false-sharing unit: two cache lines
 HEADER_SIZE = PAGE
@@ -71,8 +71,8 @@ TAIL_OFF = 640  # Q   next index to read (free-running)
 CACHED_HEAD_OFF = 648  # Q   consumer's last view of HEAD
 
 # --- waiter line: written only around sleeping --------------------------------
-CONSUMER_WAITERS_OFF = 768  # I   consumers asleep on HEAD's low half
-PRODUCER_WAITERS_OFF = 772  # I   producers asleep on TAIL's low half
+CONSUMER_WAITERS_OFF = 768  # I   epoch << 16 | consumers asleep on HEAD's low half
+PRODUCER_WAITERS_OFF = 772  # I   epoch << 16 | producers asleep on TAIL's low half
 
 # --- endpoint summary line: written on attach/close/reap ----------------------
 PRODUCERS_EVER_OFF = 896  # I   1 once any producer registered
@@ -81,31 +81,47 @@ CONSUMERS_EVER_OFF = 904  # I   1 once any consumer registered
 CONSUMERS_LIVE_OFF = 908  # I   hint: registered consumers
 PRODUCER_OWNER_OFF = 912  # Q   single-producer rings: token of the endpoint holding the role (0: none)
 CONSUMER_OWNER_OFF = 920  # Q   single-consumer rings: likewise
+REPLACER_OFF = 928  # Q   identity word (pid, start time) of a process replacing this abandoned region (0: none)
 
 # --- endpoint table -----------------------------------------------------------
 ENDPOINTS_OFF = 1024
 ENDPOINT_SIZE = 32
-MAX_ENDPOINTS = 64
-# each entry: +0 Q word = pid | role << 32 | state << 40 ; +8 Q start time
-#             (clock ticks since boot, /proc/pid/stat field 22); +16 Q token
-#             (random, odd: names this registration in the owner words)
+MAX_ENDPOINTS = 96
+# each entry: +0 Q word  = pid (bits 0-21) | role (22-24) | state (25-26)
+#                          | start time (27-63: clock ticks since boot, /proc/pid/stat field 22)
+#                          one CAS claims an entry with its owner's full identity
+#             +8 Q token = random, odd: names this registration in the owner words
+#                          (for a pending entry: the ticket the pickled handle carries)
+#             +16 16 bytes reserved
 ENDPOINT_WORD = 0
-ENDPOINT_START = 8
-ENDPOINT_TOKEN = 16
+ENDPOINT_TOKEN = 8
 ENDPOINTS_END = ENDPOINTS_OFF + MAX_ENDPOINTS * ENDPOINT_SIZE
+WORD_PID_BITS = 22  # Linux pids are below 2**22 (PID_MAX_LIMIT)
+WORD_ROLE_SHIFT, WORD_ROLE_BITS = 22, 3
+WORD_STATE_SHIFT, WORD_STATE_BITS = 25, 2
+WORD_START_SHIFT = 27  # start time kept modulo 2**37 ticks (43 years at 100 Hz)
 
 _LINES = [
     (HEAD_OFF, CACHED_TAIL_OFF),
     (TAIL_OFF, CACHED_HEAD_OFF),
     (CONSUMER_WAITERS_OFF, PRODUCER_WAITERS_OFF),
-    (PRODUCERS_EVER_OFF, CONSUMER_OWNER_OFF),
+    (PRODUCERS_EVER_OFF, REPLACER_OFF),
 ]
 for _first, _last in _LINES:
     assert _first % LINE == 0 and _last // LINE == _first // LINE, "group must own one 128-byte line"
 assert IMMUTABLE_END <= HEAD_OFF and CHECKSUM_OFF + 8 == IMMUTABLE_END
 assert ENDPOINTS_OFF % LINE == 0 and ENDPOINTS_END <= HEADER_SIZE
 assert DESCR_OFF + DESCR_BYTES <= CREATED_NS_OFF and SHAPE_OFF + 8 * MAX_NDIM <= DESCR_OFF
-for _off in (HEAD_OFF, CACHED_TAIL_OFF, TAIL_OFF, CACHED_HEAD_OFF, PRODUCER_OWNER_OFF, CONSUMER_OWNER_OFF):
+assert WORD_START_SHIFT == WORD_STATE_SHIFT + WORD_STATE_BITS == WORD_ROLE_SHIFT + WORD_ROLE_BITS + WORD_STATE_BITS
+for _off in (
+    HEAD_OFF,
+    CACHED_TAIL_OFF,
+    TAIL_OFF,
+    CACHED_HEAD_OFF,
+    PRODUCER_OWNER_OFF,
+    CONSUMER_OWNER_OFF,
+    REPLACER_OFF,
+):
     assert _off % 8 == 0
 for _off in (CONSUMER_WAITERS_OFF, PRODUCER_WAITERS_OFF, PRODUCERS_LIVE_OFF, CONSUMERS_LIVE_OFF):
     assert _off % 4 == 0
@@ -248,6 +264,11 @@ def read_header(buf: Any, mapped_size: int, kind: int) -> Geometry:
     if total > mapped_size:
         raise LayoutError(f"header says {total} bytes but the segment has only {mapped_size}")
     return geo
+
+
+def read_kind(buf: Any) -> int:
+    """The structure kind a header claims (before it is validated)."""
+    return int(struct.unpack_from("<I", buf, KIND_OFF)[0])
 
 
 def header_info(buf: Any) -> dict[str, int]:

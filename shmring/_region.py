@@ -60,13 +60,23 @@ class Region:
     mapping: mmap.mmap | None = None
     creator_pid: int = 0  # pid that created it, 0 for attached regions
     unlinked: bool = False
+    ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino): which object the name named when we opened it
 
-    def __init__(self, backend: str, name: str | None, mapping: mmap.mmap, size: int, creator_pid: int):
+    def __init__(
+        self,
+        backend: str,
+        name: str | None,
+        mapping: mmap.mmap,
+        size: int,
+        creator_pid: int,
+        ident: tuple[int, int] = (0, 0),
+    ):
         self.backend = backend
         self.name = name
         self.mapping = mapping
         self.size = size
         self.creator_pid = creator_pid
+        self.ident = ident
 
     @property
     def owner(self) -> bool:
@@ -103,31 +113,40 @@ class Region:
             os.fchmod(fd, mode)  # shm_open and open apply the umask; honour the mode asked for
             os.posix_fallocate(fd, 0, size)
             mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+            ident = _ident(fd)
         except BaseException:
             unlink()
             raise
         finally:
             close_fd()
-        return cls(backend, name, mapping, size, os.getpid())
+        return cls(backend, name, mapping, size, os.getpid(), ident)
 
     @classmethod
-    def attach(cls, name: str, backend: str = "shm") -> Region:
+    def attach(cls, name: str, backend: str = "shm", timeout: float = 0.0) -> Region:
+        """Map an existing region by name, waiting up to ``timeout`` seconds
+        for it to appear and for its creator to publish the header."""
         if backend == "anon":
             raise ValueError("an anon region cannot be attached by name; it only crosses fork")
         check_name(name, backend)
-        if backend == "shm":
+        if not timeout >= 0:  # also refuses NaN
+            raise ValueError("'timeout' must be a non-negative number")
+        appear_by = time.monotonic() + timeout
+        pause = 0.001
+        while True:
             try:
-                shm = posix_ipc.SharedMemory("/" + name)
-            except posix_ipc.ExistentialError:
-                raise FileNotFoundError(errno.ENOENT, "no such shared memory segment", name) from None
-            except posix_ipc.PermissionsError:
-                raise PermissionError(errno.EACCES, "permission denied", name) from None
-            fd, close_fd = shm.fd, shm.close_fd
-        else:
-            fd = os.open(name, os.O_RDWR)
-            close_fd = lambda: os.close(fd)  # noqa: E731
+                fd, close_fd = _open_existing(name, backend)
+                break
+            except FileNotFoundError:
+                left = appear_by - time.monotonic()
+                if left <= 0:
+                    raise
+            # No portable way to sleep until a name appears: poll, backing
+            # off to 50 ms (a few wake-ups a second, no busy CPU).
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
         try:
-            deadline = time.monotonic() + _INIT_GRACE_S
+            ident = _ident(fd)
+            deadline = max(appear_by, time.monotonic() + _INIT_GRACE_S)
             while True:
                 size = os.fstat(fd).st_size
                 if size >= _layout.HEADER_SIZE:
@@ -140,7 +159,7 @@ class Region:
                 time.sleep(0.005)  # a creator is between making the segment and publishing its header
         finally:
             close_fd()
-        return cls(backend, name, mapping, size, 0)
+        return cls(backend, name, mapping, size, 0, ident)
 
     def publish_header(self, immutable: bytes) -> None:
         """Copy a header in and publish it: the magic goes last, released."""
@@ -162,19 +181,54 @@ class Region:
                 pass
 
     def unlink(self) -> None:
-        """Remove the name; mappings stay valid.  A second call is a no-op."""
+        """Remove the name, if it still names this region (not one made
+        since under the same name); mappings stay valid.  A second call is
+        a no-op."""
         if self.unlinked or self.name is None:
             return
         self.unlinked = True
-        try:
-            if self.backend == "shm":
-                posix_ipc.unlink_shared_memory("/" + self.name)
-            elif self.backend == "file":
-                os.unlink(self.name)
-        except (posix_ipc.ExistentialError, FileNotFoundError):
-            pass
+        unlink_name(self.name, self.backend, self.ident)
 
     def flush(self) -> None:
         """msync the mapping (meaningful for ``file`` regions)."""
         if self.mapping is not None:
             self.mapping.flush()
+
+
+def _ident(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _open_existing(name: str, backend: str) -> tuple[int, Callable[[], None]]:
+    """An fd on an existing shm object or file, and how to close it."""
+    if backend == "shm":
+        try:
+            shm = posix_ipc.SharedMemory("/" + name)
+        except posix_ipc.ExistentialError:
+            raise FileNotFoundError(errno.ENOENT, "no such shared memory segment", name) from None
+        except posix_ipc.PermissionsError:
+            raise PermissionError(errno.EACCES, "permission denied", name) from None
+        return shm.fd, shm.close_fd
+    fd = os.open(name, os.O_RDWR)
+    return fd, lambda: os.close(fd)
+
+
+def unlink_name(name: str, backend: str, ident: tuple[int, int] = (0, 0)) -> bool:
+    """Remove ``name``; with ``ident``, only while it still names that
+    object.  True if this call removed it."""
+    try:
+        if ident != (0, 0):
+            fd, close_fd = _open_existing(name, backend)
+            try:
+                if _ident(fd) != ident:
+                    return False  # the name was unlinked and made anew meanwhile: not ours
+            finally:
+                close_fd()
+        if backend == "shm":
+            posix_ipc.unlink_shared_memory("/" + name)
+        else:
+            os.unlink(name)
+        return True
+    except (posix_ipc.ExistentialError, FileNotFoundError, PermissionError):
+        return False

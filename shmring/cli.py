@@ -33,7 +33,7 @@ def inspect(name: str, backend: str = "shm") -> dict[str, Any]:
         geo = L.read_header(m, region.size, kind if kind in L.KIND_NAMES else L.KIND_RING)
         info = L.header_info(m)
         head, tail = (struct.unpack_from("<Q", m, off)[0] for off in (L.HEAD_OFF, L.TAIL_OFF))
-        waiters = struct.unpack_from("<II", m, L.CONSUMER_WAITERS_OFF)
+        waiters = [w & 0xFFFF for w in struct.unpack_from("<II", m, L.CONSUMER_WAITERS_OFF)]  # count bits
         endpoints = EndpointTable(m).entries()
         return {
             "name": name,
@@ -74,8 +74,9 @@ def shmring_segments() -> list[dict[str, Any]]:
 
 
 def _abandoned(seg: dict[str, Any]) -> bool:
-    """No live creator and no live registered endpoint."""
-    return not seg["creator_alive"] and not any(e.alive for e in seg["endpoints"])
+    """No live process holds, sends, produces into or consumes from it (the
+    endpoint table names every one; the creator's own handle included)."""
+    return not any(e.alive for e in seg["endpoints"])
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

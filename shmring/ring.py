@@ -14,14 +14,15 @@ import math
 import os
 import queue
 import time
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
 
-from . import _core, _lifetime
+from . import _convert, _core, _lifetime, _naming
 from . import _layout as L
-from ._endpoints import CONSUMER, PRODUCER, Endpoint, EndpointTable, process_start_time
+from ._endpoints import CONSUMER, HOLDER, PRODUCER, Endpoint, EndpointTable, process_start_time
 from ._region import Region
 
 __all__ = ["Ring"]
@@ -41,8 +42,13 @@ def _deadline(timeout: float | None) -> float | None:
     return time.monotonic() + timeout
 
 
-def _attach(name: str, backend: str) -> Ring:
-    return Ring.attach(name, backend=backend)
+def _attach(name: str, backend: str, ticket: int = 0) -> Ring:
+    """Unpickle a handle: attach by name, then retire the sender's pending
+    entry (only now: our own holder entry keeps the name alive from here)."""
+    ring = Ring.attach(name, backend=backend)
+    if ticket:
+        ring._table.received(ticket)
+    return ring
 
 
 class Ring(_core.SpscRing):
@@ -65,6 +71,7 @@ class Ring(_core.SpscRing):
     _items: np.ndarray[Any, Any] | None = None  # writable (capacity, *shape) view of every slot
     _items_ro: np.ndarray[Any, Any] | None = None  # the same, read-only
     _next_scan: float = 0.0
+    _holder_slot: int | None = None  # our HOLDER entry (None in a fork child's inherited copy)
 
     def __init__(
         self,
@@ -78,42 +85,61 @@ class Ring(_core.SpscRing):
         sync: str = "lockfree",
         backend: str = "shm",
         mode: int = 0o600,
+        replace_abandoned: bool = False,
     ) -> None:
+        """Create a ring: ``capacity`` slots of ``shape``/``dtype`` items in
+        a new region named ``name`` (a fresh name when None; a path for
+        ``backend="file"``; no name for ``backend="anon"``).
+
+        An existing name raises FileExistsError, which says whether the
+        region is abandoned; ``replace_abandoned=True`` replaces an abandoned
+        one (and still refuses one that a live process uses)."""
         geo = _geometry(capacity, shape, dtype, multi_producer, multi_consumer, sync)
-        region = Region.create(name, geo.total_size, backend, mode)
+        region = _naming.create(name, geo.total_size, backend, mode, L.KIND_RING, replace_abandoned)
         try:
             assert region.mapping is not None
+            # Our holder entry exists before the header is published, so no
+            # one can judge a region being born abandoned.
+            holder = EndpointTable(region.mapping).register(HOLDER)
             header = L.encode_header(geo, time.time_ns(), os.getpid(), process_start_time(os.getpid()))
             region.publish_header(header)
-            self._open(region, geo)
+            self._open(region, geo, holder)
         except BaseException:
             region.close()
             region.unlink()
             raise
 
     @classmethod
-    def attach(cls, name: str, *, backend: str = "shm") -> Ring:
-        """Open an existing ring by name (a path for ``backend="file"``)."""
-        region = Region.attach(name, backend)
+    def attach(cls, name: str, *, backend: str = "shm", timeout: float = 0) -> Ring:
+        """Open an existing ring by name (a path for ``backend="file"``),
+        waiting up to ``timeout`` seconds for a creator that has not made it
+        yet; FileNotFoundError when it does not appear in time."""
+        region = Region.attach(name, backend, timeout)
         try:
             assert region.mapping is not None
             geo = L.read_header(region.mapping, region.size, L.KIND_RING)
             _check_supported(geo)
+            holder = EndpointTable(region.mapping).register(HOLDER)
             ring = cls.__new__(cls)
-            ring._open(region, geo)
+            ring._open(region, geo, holder)
         except BaseException:
             region.close()
             raise
         return ring
 
-    def _open(self, region: Region, geo: L.Geometry) -> None:
+    def _open(self, region: Region, geo: L.Geometry, holder: int) -> None:
         assert region.mapping is not None
-        self._bind(
-            region.mapping, geo.capacity, geo.slot_size, L.DATA_OFFSET, geo.dtype, geo.shape, L.RING_CORE_OFFSETS
-        )
+        self._table = EndpointTable(region.mapping)
+        try:
+            self._bind(
+                region.mapping, geo.capacity, geo.slot_size, L.DATA_OFFSET, geo.dtype, geo.shape, L.RING_CORE_OFFSETS
+            )
+        except BaseException:
+            self._table.unregister(holder)
+            raise
         self._region = region
         self._geo = geo
-        self._table = EndpointTable(region.mapping)
+        self._holder_slot = holder
         self._endpoint_slots = {}
         count = geo.capacity * math.prod(geo.shape)
         self._items = np.frombuffer(region.mapping, geo.dtype, count, L.DATA_OFFSET).reshape(geo.capacity, *geo.shape)
@@ -145,18 +171,27 @@ class Ring(_core.SpscRing):
 
     @property
     def backend(self) -> str:
+        """Where the bytes live: "shm", "anon" or "file"."""
         return self._region.backend if self._region is not None else "shm"
 
     @property
     def multi_producer(self) -> bool:
+        """True if several producers may put at once."""
         return self._geo.multi_producer
 
     @property
     def multi_consumer(self) -> bool:
+        """True if several consumers may get at once."""
         return self._geo.multi_consumer
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of item data the ring holds when full (capacity x item size)."""
+        return self._geo.capacity * self._geo.slot_size
+
+    @property
     def closed(self) -> bool:
+        """True once close() was called on this handle."""
         return self._closed
 
     def __repr__(self) -> str:
@@ -169,39 +204,23 @@ class Ring(_core.SpscRing):
 
     # -- sizes ---------------------------------------------------------------------
     def qsize(self) -> int:
-        """Items published and not yet consumed (a snapshot)."""
-        head, tail = self._indices()
-        # tail is read first, so a producer racing ahead can make the
-        # difference exceed the capacity for an instant: clamp it.
-        return min(int(head - tail), self.capacity)
+        """Items published and not yet consumed (a snapshot); LayoutError if
+        the header's indices are impossible."""
+        self._check_open()
+        return self._qsize()
 
     def empty(self) -> bool:
+        """True if no item is ready (a snapshot)."""
         return self.qsize() == 0
 
     def full(self) -> bool:
+        """True if every slot holds an item (a snapshot)."""
         return self.qsize() >= self.capacity
 
     # -- conversion ------------------------------------------------------------------
-    def _coerce(self, item: Any, batch: bool) -> np.ndarray[Any, Any]:
-        """Item(s) as a C-contiguous array of the ring's dtype; ValueError for
-        a wrong shape, TypeError when numpy's same_kind rule forbids the cast."""
-        dtype, shape = self._geo.dtype, self._geo.shape
-        if isinstance(item, (np.ndarray, np.generic)):
-            src = np.asarray(item)
-            if not np.can_cast(src.dtype, dtype, "same_kind"):
-                raise TypeError(f"cannot put {src.dtype} into a ring of {dtype} (numpy's same_kind rule)")
-        else:
-            if dtype.names is None:
-                probe = np.asarray(item)
-                integral = probe.dtype.kind in "biu" and dtype.kind in "iu"
-                if probe.dtype.hasobject or not (integral or np.can_cast(probe.dtype, dtype, "same_kind")):
-                    raise TypeError(f"cannot put {probe.dtype} data into a ring of {dtype} (same_kind rule)")
-            src = np.asarray(item, dtype=dtype)  # Python ints out of range raise OverflowError
-        want = ("n", *shape) if batch else shape
-        got = src.shape[1:] if batch else src.shape
-        if got != shape or (batch and src.ndim != len(shape) + 1):
-            raise ValueError(f"item has shape {src.shape}, expected {want}".replace("'n'", "n"))
-        return np.asarray(src, dtype=dtype, order="C")  # (ascontiguousarray would make 0-d items 1-d)
+    def _coerce(self, item: Any, batch: bool, casting: str) -> np.ndarray[Any, Any]:
+        """Item(s) as a C-contiguous array of the ring's dtype (see _convert)."""
+        return _convert.coerce(item, self._geo.dtype, self._geo.shape, batch=batch, casting=casting)
 
     # -- roles and liveness ----------------------------------------------------------
     def _check_open(self) -> None:
@@ -252,9 +271,9 @@ class Ring(_core.SpscRing):
         raise BrokenPipeError("every consumer of this ring has closed or died")
 
     # -- producing ----------------------------------------------------------------------
-    def _put_slow(self, item: Any, block: bool, timeout: float | None) -> None:
+    def _put_slow(self, item: Any, block: bool, timeout: float | None, casting: str = "safe") -> None:
         self._check_open()
-        arr = self._coerce(item, batch=False)
+        arr = self._coerce(item, False, casting)
         self._become(PRODUCER)
         deadline = _deadline(timeout)
         while True:
@@ -265,17 +284,17 @@ class Ring(_core.SpscRing):
             if not block or not self._sleep(self._wait_writable, deadline):
                 raise queue.Full
 
-    def put_many(self, items: Any, block: bool = True, timeout: float | None = None) -> int:
-        """Put ``items`` (shape ``(n, *shape)``) in order; returns how many went
-        in: all of them, unless the timeout expired part-way.  Raises
-        ``queue.Full`` if none could go in."""
+    def put_many(self, items: Any, block: bool = True, timeout: float | None = None, *, casting: str = "safe") -> int:
+        """Put ``items`` (an ``(n, *shape)`` array, or any iterable of items)
+        in order; returns how many went in: all of them, unless the timeout
+        expired part-way.  Raises ``queue.Full`` if none could go in."""
         self._check_open()
-        arr = self._coerce(items, batch=True)
+        deadline = _deadline(timeout)
+        arr = self._coerce(items, True, casting)
         n = len(arr)
         if n == 0:
             return 0
         self._become(PRODUCER)
-        deadline = _deadline(timeout)
         done = 0
         while True:
             if self._peers_gone(CONSUMER):
@@ -290,17 +309,22 @@ class Ring(_core.SpscRing):
                     return done
                 raise queue.Full
 
-    def reserve(self, timeout: float | None = None) -> contextlib.AbstractContextManager[np.ndarray[Any, Any]]:
+    def reserve(
+        self, block: bool = True, timeout: float | None = None
+    ) -> contextlib.AbstractContextManager[np.ndarray[Any, Any]]:
         """Write the next slot in place: ``with ring.reserve() as slot:``
         gives a writable view of it.
 
         The slot is published when the block exits normally and dropped if it
-        raises.  The view must not be used after the block.  ``timeout=0``
-        does not wait (``queue.Full`` when the ring is full).
+        raises.  The view must not be used after the block.  ``block=False``
+        or an expired ``timeout`` raises ``queue.Full`` when the ring is full.
+        For tiny items put() is cheaper: reserve/borrow pay for a context
+        manager and a view per item.
         """
-        return _Reservation(self, timeout)
+        _deadline(timeout)  # refuse a bad timeout before any fast path
+        return _Reservation(self, block, timeout)
 
-    def _claim_slot(self, timeout: float | None) -> np.ndarray[Any, Any]:
+    def _claim_slot(self, block: bool, timeout: float | None) -> np.ndarray[Any, Any]:
         """Wait for a free slot and open a view on it (reserve's __enter__)."""
         if not self._role & PRODUCER:  # first use, or closed
             self._check_open()
@@ -316,7 +340,7 @@ class Ring(_core.SpscRing):
                 index = self._write_claim()
                 if index >= 0:
                     break
-                if not self._sleep(self._wait_writable, deadline):
+                if not block or not self._sleep(self._wait_writable, deadline):
                     raise queue.Full
         assert self._items is not None
         self._open_view(PRODUCER)
@@ -362,21 +386,34 @@ class Ring(_core.SpscRing):
             if not block or not self._sleep(self._wait_readable, deadline):
                 raise queue.Empty
 
-    def borrow(self, timeout: float | None = None) -> contextlib.AbstractContextManager[np.ndarray[Any, Any]]:
+    def borrow(
+        self, block: bool = True, timeout: float | None = None
+    ) -> contextlib.AbstractContextManager[np.ndarray[Any, Any]]:
         """Read the oldest item in place: ``with ring.borrow() as item:`` gives
         a read-only view, consumed when the block exits (normally or not).
         The view must not be used after the block: the producer may
-        overwrite the slot."""
-        return _Loan(self, 1, timeout, single=True)
+        overwrite the slot.  ``block=False`` or an expired ``timeout`` raises
+        ``queue.Empty``; EOFError as for get()."""
+        _deadline(timeout)
+        return _Loan(self, 1, block, timeout, single=True)
 
     def borrow_many(
-        self, max_items: int, timeout: float | None = None
+        self, max_items: int, block: bool = True, timeout: float | None = None
     ) -> contextlib.AbstractContextManager[np.ndarray[Any, Any]]:
         """Like borrow, for up to ``max_items`` oldest items as one contiguous
         read-only ``(k, *shape)`` view; k stops where the ring wraps."""
-        return _Loan(self, _positive_int(max_items, "max_items"), timeout, single=False)
+        _deadline(timeout)
+        return _Loan(self, _positive_int(max_items, "max_items"), block, timeout, single=False)
 
-    def _lend(self, max_items: int, timeout: float | None) -> tuple[int, int]:
+    def __iter__(self) -> Iterator[np.ndarray[Any, Any]]:
+        """``for item in ring:`` yields copies until EOFError, then stops."""
+        while True:
+            try:
+                yield self.get()
+            except EOFError:
+                return
+
+    def _lend(self, max_items: int, block: bool, timeout: float | None) -> tuple[int, int]:
         """Wait for ready items; (first slot, count) of a run that does not
         wrap (borrow's __enter__)."""
         if not self._role & CONSUMER:  # first use, or closed
@@ -390,7 +427,7 @@ class Ring(_core.SpscRing):
                 if count:
                     break
                 self._raise_if_eof()
-                if not self._sleep(self._wait_readable, deadline):
+                if not block or not self._sleep(self._wait_readable, deadline):
                     raise queue.Empty
         self._open_view(CONSUMER)
         return index, count
@@ -416,7 +453,8 @@ class Ring(_core.SpscRing):
     def close(self) -> None:
         """Leave as producer/consumer (peers see EOF/EPIPE at once) and unmap.
 
-        The handle that created a shm region also unlinks it.  Safe to call
+        The last handle out (open or pickled in flight, in any process)
+        unlinks a shm ring's name; a file ring's file stays.  Safe to call
         twice.  Views from borrow()/reserve() keep the mapping alive until
         they are gone.
         """
@@ -427,18 +465,21 @@ class Ring(_core.SpscRing):
         _lifetime.untrack(self)
         while self._busy:  # another thread's copy is running without the GIL: let it publish first
             time.sleep(0.0002)
+        region = self._region
         try:
-            for role, slot in self._endpoint_slots.items():
-                self._table.unregister(slot, role)
+            for slot in self._endpoint_slots.values():
+                self._table.unregister(slot)
             self._endpoint_slots = {}
             self._role = 0
-            self._wake_all()
+            self._wake_all()  # our own sleeping threads too: they find the handle closed
+            if self._holder_slot is not None:
+                self._table.unregister(self._holder_slot)
+                self._holder_slot = None
+                if region.backend == "shm" and not self._table.held():
+                    region.unlink()
         finally:
             self._items = self._items_ro = None  # our own views must not pin the mapping
             self._release()
-            region = self._region
-            if region.owner and region.backend == "shm":
-                region.unlink()
             region.close()
 
     def unlink(self) -> None:
@@ -453,8 +494,11 @@ class Ring(_core.SpscRing):
             self._region.flush()
 
     def _after_fork_in_child(self) -> None:
+        """A fork child's copy holds nothing: the parent's entries, the
+        parent's threads' copies, waits and views are not its own."""
+        self._after_fork()
         self._endpoint_slots = {}
-        self._role = 0
+        self._holder_slot = None
         if self._region is not None:
             self._region.creator_pid = 0
 
@@ -471,25 +515,29 @@ class Ring(_core.SpscRing):
             pass
 
     def __reduce__(self) -> tuple[Any, ...]:
-        if self._region is None or self._region.backend == "anon" or self.name is None:
+        """Pickle by name.  Until the copy is unpickled, it counts as a
+        pending handle of this process, so the name outlives our close()."""
+        self._check_open()
+        assert self._region is not None
+        if self._region.backend == "anon" or self.name is None:
             raise TypeError(
                 "an anon Ring cannot be pickled: it is shared only with fork children "
                 "(use backend='shm' to pass it to spawned processes)"
             )
-        return (_attach, (self.name, self.backend))
+        return (_attach, (self.name, self.backend, self._table.send()))
 
 
 class _Reservation:
     """``with ring.reserve() as slot``: claim on enter, publish on a normal
     exit, drop on an exception.  A class, not a generator: this is a hot path."""
 
-    __slots__ = ("_ring", "_timeout")
+    __slots__ = ("_block", "_ring", "_timeout")
 
-    def __init__(self, ring: Ring, timeout: float | None) -> None:
-        self._ring, self._timeout = ring, timeout
+    def __init__(self, ring: Ring, block: bool, timeout: float | None) -> None:
+        self._ring, self._block, self._timeout = ring, block, timeout
 
     def __enter__(self) -> np.ndarray[Any, Any]:
-        return self._ring._claim_slot(self._timeout)
+        return self._ring._claim_slot(self._block, self._timeout)
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         ring = self._ring
@@ -504,15 +552,15 @@ class _Loan:
     """``with ring.borrow() as item``: view the oldest items on enter,
     release them on exit, whatever happened inside."""
 
-    __slots__ = ("_count", "_max", "_ring", "_single", "_timeout")
+    __slots__ = ("_block", "_count", "_max", "_ring", "_single", "_timeout")
 
-    def __init__(self, ring: Ring, max_items: int, timeout: float | None, single: bool) -> None:
-        self._ring, self._max, self._timeout, self._single = ring, max_items, timeout, single
+    def __init__(self, ring: Ring, max_items: int, block: bool, timeout: float | None, single: bool) -> None:
+        self._ring, self._max, self._block, self._timeout, self._single = ring, max_items, block, timeout, single
         self._count = 0
 
     def __enter__(self) -> np.ndarray[Any, Any]:
         ring = self._ring
-        index, self._count = ring._lend(self._max, self._timeout)
+        index, self._count = ring._lend(self._max, self._block, self._timeout)
         assert ring._items_ro is not None
         view: np.ndarray[Any, Any] = (
             ring._items_ro[index, ...] if self._single else ring._items_ro[index : index + self._count]

@@ -52,9 +52,12 @@ def test_out_of_range_python_ints_are_refused(ring: shmring.Ring) -> None:
     assert_still_usable(ring)
 
 
-def test_same_kind_casts_are_accepted(ring: shmring.Ring) -> None:
-    ring.put(np.array([1, 2], dtype=np.int64))  # int64 -> int32 is same_kind
-    ring.put(np.array([True, False]))
+def test_same_kind_casts_are_accepted_only_when_asked_for(ring: shmring.Ring) -> None:
+    with pytest.raises(TypeError, match="casting"):
+        ring.put(np.array([1, 2], dtype=np.int64))  # int64 -> int32 is same_kind, not safe
+    assert ring.qsize() == 0
+    ring.put(np.array([1, 2], dtype=np.int64), casting="same_kind")
+    ring.put(np.array([True, False]))  # bool -> int32 is safe
     np.testing.assert_array_equal(ring.get_many(2), [[1, 2], [1, 0]])
 
 

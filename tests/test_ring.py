@@ -403,12 +403,12 @@ def test_a_producer_slot_frees_when_its_handle_closes(name: str) -> None:
             assert consumer.get() == i
 
 
-def test_endpoints_lists_producers_and_consumers(ring: shmring.Ring) -> None:
-    assert ring.endpoints() == []
+def test_endpoints_lists_holders_producers_and_consumers(ring: shmring.Ring) -> None:
+    assert [e.role for e in ring.endpoints()] == ["holder"]  # every open handle is visible
     ring.put(np.zeros(3))
     ring.get()
     roles = sorted(e.role for e in ring.endpoints())
-    assert roles == ["consumer", "producer"]
+    assert roles == ["consumer", "holder", "producer"]
     assert all(e.pid == os.getpid() and e.alive for e in ring.endpoints())
 
 

@@ -242,7 +242,7 @@ class _FakeRing(adapters.RingAdapter):
         if self.fault != "leaks":
             super().dispose(owner)
             return
-        owner._region.creator_pid = 0  # now close() leaves the segment behind
+        owner._holder_slot = None  # as a fork child's copy: close() leaves the segment behind
         owner.close()
 
 
