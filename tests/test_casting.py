@@ -294,6 +294,12 @@ def test_text_is_never_parsed_into_a_numeric_ring_even_under_unsafe(item: Any) -
         one(item, I32, shape, casting="unsafe")
 
 
+def test_non_number_after_a_float_and_a_huge_int_is_still_found() -> None:
+    # numpy makes an object array of [0.5, 2**70, None]; None must not become nan.
+    with pytest.raises(TypeError, match="NoneType"):
+        one([0.5, 2**70, None], np.float64, (3,))
+
+
 def test_ragged_nested_list_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="regular"):
         one([[1, 2], [3]], I32, (2, 2))
@@ -450,6 +456,12 @@ def test_list_mixing_arrays_and_python_values_converts_each_by_its_own_rule() ->
     np.testing.assert_array_equal(out, [[0, 0], [5, 6]])
     with pytest.raises(OverflowError, match=r"items\[1\]"):
         many([np.zeros(2, np.int16), [5, 2**40]], I32, (2,))
+
+
+def test_batch_of_numpy_scalars_is_cast_per_element_without_promoting_them_together() -> None:
+    # Stacking uint64 with int64 first would promote both to float64 and lose 2**64 - 1.
+    out = many([np.uint64(2**64 - 1), np.int64(1)], np.uint64, casting="unsafe")
+    assert out.tolist() == [2**64 - 1, 1]
 
 
 def test_batch_element_of_the_wrong_shape_names_its_index() -> None:

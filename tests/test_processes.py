@@ -312,3 +312,53 @@ def test_get_with_timeout_on_an_idle_producer_raises_empty_not_eof(name: str) ->
         producer.close()
         with pytest.raises(EOFError):
             ring.get(timeout=5)
+
+
+def test_a_fork_child_exits_although_a_parent_thread_was_copying_without_the_gil(name: str) -> None:
+    """The review's recipe: a thread copies 8 MiB items (GIL released) while
+    the main thread forks; the child's close() used to wait forever for a
+    copy that no thread of the child would ever finish."""
+    import threading
+
+    size = 8 << 20
+    with shmring.Ring(name, capacity=2, shape=(size,), dtype=np.uint8) as ring:
+        item = np.ones(size, dtype=np.uint8)
+        stop = threading.Event()
+
+        def pump() -> None:
+            while not stop.is_set():
+                try:
+                    ring.put(item, timeout=0.01)
+                except queue.Full:
+                    pass
+                try:
+                    ring.get_nowait()
+                except queue.Empty:
+                    pass
+
+        busy_at_fork: list[bool] = []
+        os.register_at_fork(before=lambda: busy_at_fork.append(ring._busy))  # the GIL is ours: exact
+        thread = threading.Thread(target=pump)
+        thread.start()
+        try:
+            forks = 0
+            while not any(busy_at_fork) and forks < 200:
+                while not ring._busy:
+                    time.sleep(0)
+                pid = os.fork()
+                if pid == 0:
+                    ring.close()  # the inherited handle; atexit would do the same
+                    os._exit(0)
+                forks += 1
+                deadline = time.monotonic() + 10
+                while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                if done[0] == 0:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    pytest.fail("the fork child hung in close()")
+                assert os.waitstatus_to_exitcode(done[1]) == 0
+            assert any(busy_at_fork), "never forked during a copy"
+        finally:
+            stop.set()
+            thread.join()

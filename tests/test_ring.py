@@ -464,3 +464,50 @@ def test_a_forgotten_creator_handle_unlinks_when_collected(name: str) -> None:
     del r
     gc.collect()
     assert not os.path.exists(f"/dev/shm/{name}")
+
+
+# -- indices a stream cannot reach --------------------------------------------------------
+
+
+def _set_indices(ring: shmring.Ring, value: int) -> None:
+    from shmring import _core
+    from shmring import _layout as L
+
+    assert ring._region is not None and ring._region.mapping is not None
+    for off in (L.HEAD_OFF, L.TAIL_OFF, L.CACHED_TAIL_OFF, L.CACHED_HEAD_OFF):
+        _core.store64(ring._region.mapping, off, value)
+
+
+def test_indices_near_the_limit_still_map_to_consecutive_slots(name: str) -> None:
+    with shmring.Ring(name, capacity=3, dtype=np.int64) as ring:
+        _set_indices(ring, (1 << 62) - 4)
+        for i in (10, 11, 12):
+            ring.put(i)
+        assert [int(x) for x in ring.get_many(3)] == [10, 11, 12]
+
+
+@pytest.mark.parametrize("index", [1 << 62, (1 << 64) - 2])
+def test_an_index_no_stream_can_reach_is_a_layout_error(name: str, index: int) -> None:
+    """The review's recipe: indices at 2**64 - 2 on a capacity-3 ring used to
+    deliver 10, 12, 12; such a header can only be corrupt."""
+    with shmring.Ring(name, capacity=3, dtype=np.int64) as ring:
+        _set_indices(ring, index)
+        with pytest.raises(shmring.LayoutError):
+            ring.put(10)
+        with pytest.raises(shmring.LayoutError):
+            ring.put_many(np.array([10, 11]))
+        with pytest.raises(shmring.LayoutError):
+            ring.get_nowait()
+        with pytest.raises(shmring.LayoutError):
+            ring.qsize()
+
+
+def test_qsize_refuses_a_tail_ahead_of_head(name: str) -> None:
+    from shmring import _core
+    from shmring import _layout as L
+
+    with shmring.Ring(name, capacity=4) as ring:
+        assert ring._region is not None and ring._region.mapping is not None
+        _core.store64(ring._region.mapping, L.TAIL_OFF, 5)  # head is 0
+        with pytest.raises(shmring.LayoutError):
+            ring.qsize()
