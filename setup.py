@@ -13,6 +13,7 @@ setup(
         Extension(
             "shmring._core",
             ["shmring/_core.c"],
+            depends=["shmring/_atomic.h", "shmring/_spsc.h"],
             include_dirs=[np.get_include()],
             extra_compile_args=extra,
             extra_link_args=os.environ.get("SHMRING_LDFLAGS", "").split(),

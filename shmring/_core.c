@@ -20,138 +20,13 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <linux/futex.h>
-#include <stdatomic.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sched.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
+#include <stdio.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define cpu_relax() _mm_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define cpu_relax() ((void)0)
-#endif
-
-/* Shared words are accessed through _Atomic views of the mapping.  Both
- * widths must be lock-free, or a process dying inside a lock would wedge
- * every peer. */
-_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
-_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
-_Static_assert(sizeof(_Atomic uint64_t) == 8, "_Atomic uint64_t must be 8 bytes");
-_Static_assert(sizeof(_Atomic uint32_t) == 4, "_Atomic uint32_t must be 4 bytes");
-
-typedef _Atomic uint64_t a64;
-typedef _Atomic uint32_t a32;
-
-/* A futex is a 32-bit word.  Ring indices are 64-bit; sleepers wait on
- * their low half, which changes on every publish. */
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define LOW_HALF 0
-#else
-#define LOW_HALF 4
-#endif
+#include "_atomic.h"
+#include "_spsc.h"
 
 /* Copies at least this large run with the GIL released. */
 #define NOGIL_COPY_BYTES ((size_t)64 * 1024)
-/* A waiter spins SPIN_PAUSES pause instructions (about a microsecond), then yields the
- * core until SPIN_NS have passed, then sleeps on the futex. */
-#define SPIN_PAUSES 64u
-#define SPIN_NS 30000LL
-
-#define ROLE_PRODUCER 1
-#define ROLE_CONSUMER 2
-
-/* Indices never reach 2^62 (at 10^9 items/s that is 146 years), so a
- * free-running index never wraps 2^64 and `index % capacity` is one
- * continuous sequence for every capacity.  An index at or past the limit can
- * only come from a corrupt or hostile header: LayoutError. */
-#define INDEX_LIMIT ((uint64_t)1 << 62)
-
-/* A sleeper-count word is epoch << 16 | count.  A successor taking a
- * single-producer (single-consumer) role bumps the epoch and zeroes the
- * count, forgetting sleepers that died asleep; a late decrement from a
- * predecessor's thread carries the old epoch and is dropped, so it can
- * never wrap the successor's count. */
-#define WAITERS_COUNT_MASK 0xFFFFu
-#define WAITERS_EPOCH_SHIFT 16
-
-/* ------------------------------------------------------------------ */
-/* Test-only fault and delay injection (SHMRING_DELAY, SHMRING_BROKEN). */
-
-enum broken_variant {
-    BROKEN_NONE = 0,
-    BROKEN_PUBLISH_BEFORE_COPY, /* publish head, then copy the slot */
-    BROKEN_RELAXED_PUBLISH,     /* model aarch64: half the slot's stores land after the index */
-    BROKEN_OVERWRITE_UNRELEASED /* producer believes it has one more slot than it has */
-};
-
-static int broken = BROKEN_NONE;
-static uint32_t delay_permille = 0; /* chance, per window, of a delay */
-static uint32_t delay_max_us = 0;   /* longest delay */
-static _Thread_local uint64_t rng_state = 0;
-
-static uint64_t
-rng_next(void)
-{
-    if (rng_state == 0) {
-        rng_state = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&rng_state ^ 0x9E3779B97F4A7C15ull;
-    }
-    /* xorshift64 */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-
-static int64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-/* Widens the window between claim, copy and publish.  Called with or without
- * the GIL; it only busy-waits, so it never touches Python state. */
-static void
-inject_delay(void)
-{
-    if (delay_permille == 0 || (rng_next() % 1000) >= delay_permille) {
-        return;
-    }
-    int64_t until = now_ns() + (int64_t)(rng_next() % ((uint64_t)delay_max_us + 1)) * 1000;
-    while (now_ns() < until) {
-        cpu_relax();
-    }
-}
-
-static void
-read_test_environment(void)
-{
-    const char *d = getenv("SHMRING_DELAY");
-    if (d != NULL && *d) {
-        /* "PERMILLE:MAX_US", e.g. "50:200": 5% of windows get up to 200 us. */
-        unsigned long p = 0, us = 0;
-        if (sscanf(d, "%lu:%lu", &p, &us) == 2) {
-            delay_permille = p > 1000 ? 1000 : (uint32_t)p;
-            delay_max_us = us > 1000000 ? 1000000 : (uint32_t)us;
-        }
-    }
-    const char *b = getenv("SHMRING_BROKEN");
-    if (b != NULL) {
-        if (strcmp(b, "publish_before_copy") == 0) broken = BROKEN_PUBLISH_BEFORE_COPY;
-        else if (strcmp(b, "relaxed_publish") == 0) broken = BROKEN_RELAXED_PUBLISH;
-        else if (strcmp(b, "overwrite_unreleased") == 0) broken = BROKEN_OVERWRITE_UNRELEASED;
-    }
-}
 
 /* ------------------------------------------------------------------ */
 /* Errors */
@@ -181,22 +56,6 @@ raise_layout(const char *fmt, ...)
         PyErr_SetString(cls, msg);
         Py_DECREF(cls);
     }
-}
-
-/* ------------------------------------------------------------------ */
-/* Futex: shared (no FUTEX_PRIVATE_FLAG), since the word lives in a mapping
- * that other processes see at other addresses. */
-
-static long
-futex_wait_raw(void *addr, uint32_t expected, const struct timespec *rel)
-{
-    return syscall(SYS_futex, addr, FUTEX_WAIT, expected, rel, NULL, 0);
-}
-
-static long
-futex_wake_raw(void *addr, int n)
-{
-    return syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
 /* The one blocking pattern: sleep on `word` while it holds `expected`, with
@@ -487,37 +346,11 @@ core_futex_wake(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromLong(rc);
 }
 
-/* ------------------------------------------------------------------ */
-/* SpscRing: the single-producer/single-consumer ring's hot paths.
- *
- * Indices head (next slot to write) and tail (next slot to read) are
- * free-running 64-bit counters; slot i lives at data + (i % capacity) *
- * slot_size.  The producer alone writes head and cached_tail; the consumer
- * alone writes tail and cached_head.  A valid state has
- * 0 <= head - tail <= capacity: anything else is a corrupt header. */
-
-enum {
-    OFF_HEAD,
-    OFF_TAIL,
-    OFF_CACHED_TAIL,
-    OFF_CACHED_HEAD,
-    OFF_CONSUMER_WAITERS,
-    OFF_PRODUCER_WAITERS,
-    OFF_CONSUMERS_EVER,
-    OFF_CONSUMERS_LIVE,
-    N_OFFSETS
-};
-static const Py_ssize_t offset_width[N_OFFSETS] = {8, 8, 8, 8, 4, 4, 4, 4};
-
 typedef struct {
     PyObject_HEAD
     Py_buffer view;
     int bound;
-    char *base;
-    Py_ssize_t off[N_OFFSETS];
-    char *data;
-    uint64_t capacity;
-    size_t slot_size;
+    spsc_t q;       /* where the ring's words and slots are (see _spsc.h) */
     PyArray_Descr *descr;
     int ndim;
     npy_intp shape[NPY_MAXDIMS];
@@ -532,16 +365,16 @@ typedef struct {
 
 static PyObject *str_put_slow, *str_get_slow, *str_safe;
 
-#define W64(r, k) ((a64 *)((r)->base + (r)->off[k]))
-#define W32(r, k) ((a32 *)((r)->base + (r)->off[k]))
+#define W64(r, k) SPSC_W64(&(r)->q, k)
+#define W32(r, k) SPSC_W32(&(r)->q, k)
 
 static void
 ring_release_buffer(SpscRing *r)
 {
     if (r->bound) {
         r->bound = 0;
-        r->base = NULL;
-        r->data = NULL;
+        r->q.base = NULL;
+        r->q.data = NULL;
         PyBuffer_Release(&r->view);
     }
 }
@@ -681,7 +514,7 @@ ring_bind(SpscRing *r, PyObject *args)
             raise_layout("header word at %zd overlaps the data area at %zd", off[i], data_off);
             goto fail;
         }
-        r->off[i] = off[i];
+        r->q.off[i] = off[i];
     }
     if (data_off < 0 || data_off > r->view.len ||
         capacity > (uint64_t)(r->view.len - data_off) / (uint64_t)slot_size) {
@@ -689,10 +522,10 @@ ring_bind(SpscRing *r, PyObject *args)
                      capacity, slot_size, data_off, r->view.len);
         goto fail;
     }
-    r->base = (char *)r->view.buf;
-    r->data = r->base + data_off;
-    r->capacity = capacity;
-    r->slot_size = (size_t)slot_size;
+    r->q.base = (char *)r->view.buf;
+    r->q.data = r->q.base + data_off;
+    r->q.capacity = capacity;
+    r->q.slot_size = (size_t)slot_size;
     r->ndim = (int)ndim;
     Py_XSETREF(r->descr, descr);
     r->bound = 1;
@@ -734,141 +567,25 @@ ring_after_fork(SpscRing *r, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* Reads the peer's index and checks the ring's invariant on it. */
+/* The protocol's checks, raising LayoutError for the indices refused. */
 static int
-check_span(SpscRing *r, uint64_t head, uint64_t tail)
+raise_span(SpscRing *r)
 {
-    if (head - tail > r->capacity || head >= INDEX_LIMIT) {
-        raise_layout("corrupt ring indices: head=%llu tail=%llu capacity=%llu",
-                     (unsigned long long)head, (unsigned long long)tail,
-                     (unsigned long long)r->capacity);
-        return -1;
-    }
-    return 0;
+    raise_layout("corrupt ring indices: head=%llu tail=%llu capacity=%llu", (unsigned long long)r->q.fault_head,
+                 (unsigned long long)r->q.fault_tail, (unsigned long long)r->q.capacity);
+    return -1;
 }
 
-/* Free slots for the producer: refresh cached_tail from the consumer's tail
- * only when the cached value says we may be short of `want`. */
 static int
-producer_space(SpscRing *r, uint64_t head, uint64_t want, uint64_t *space)
+ring_producer_space(SpscRing *r, uint64_t head, uint64_t want, uint64_t *space)
 {
-    uint64_t cap = r->capacity + (broken == BROKEN_OVERWRITE_UNRELEASED ? 1 : 0);
-    if (head >= INDEX_LIMIT) return check_span(r, head, head);
-    /* Relaxed: cached_tail is written only by this (the producing) side. */
-    uint64_t tail = atomic_load_explicit(W64(r, OFF_CACHED_TAIL), memory_order_relaxed);
-    if (head - tail > r->capacity || cap - (head - tail) < want) {
-        /* SYNC POINT (acquire): pairs with the consumer's release store of
-         * tail; the consumer's reads of those slots are complete, so they may
-         * be overwritten. */
-        tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_acquire);
-        atomic_store_explicit(W64(r, OFF_CACHED_TAIL), tail, memory_order_relaxed);
-        if (check_span(r, head, tail) < 0) return -1;
-    }
-    *space = cap - (head - tail);
-    return 0;
+    return spsc_producer_space(&r->q, head, want, space) < 0 ? raise_span(r) : 0;
 }
 
-/* Items ready for the consumer, refreshing cached_head the same way. */
 static int
-consumer_avail(SpscRing *r, uint64_t tail, uint64_t want, uint64_t *avail)
+ring_consumer_avail(SpscRing *r, uint64_t tail, uint64_t want, uint64_t *avail)
 {
-    if (tail >= INDEX_LIMIT) return check_span(r, tail, tail);
-    /* Relaxed: cached_head is written only by this (the consuming) side. */
-    uint64_t head = atomic_load_explicit(W64(r, OFF_CACHED_HEAD), memory_order_relaxed);
-    if (head - tail > r->capacity || head - tail < want) {
-        /* SYNC POINT (acquire): pairs with the producer's release store of
-         * head; the slot bytes written before it are visible now. */
-        head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_acquire);
-        atomic_store_explicit(W64(r, OFF_CACHED_HEAD), head, memory_order_relaxed);
-        if (check_span(r, head, tail) < 0) return -1;
-    }
-    *avail = head - tail;
-    return 0;
-}
-
-static void
-wake_if_waiting(SpscRing *r, int waiters_key, int index_key)
-{
-    /* SYNC POINT (seq_cst fence): orders our index store before the load of
-     * the waiter count (StoreLoad).  Pairs with the fence in ring_wait between
-     * the waiter's increment and its re-read of the index: one of us sees the
-     * other, so a sleeper is never left with a publish it missed. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if ((atomic_load_explicit(W32(r, waiters_key), memory_order_relaxed) & WAITERS_COUNT_MASK) != 0) {
-        futex_wake_raw(r->base + r->off[index_key] + LOW_HALF, INT_MAX);
-    }
-}
-
-static void
-publish_head(SpscRing *r, uint64_t head)
-{
-    /* SYNC POINT (release): pairs with the consumer's acquire load of head in
-     * consumer_avail; the slot copy must not sink below this store. */
-    atomic_store_explicit(W64(r, OFF_HEAD), head,
-                          broken == BROKEN_RELAXED_PUBLISH ? memory_order_relaxed : memory_order_release);
-    wake_if_waiting(r, OFF_CONSUMER_WAITERS, OFF_HEAD);
-}
-
-static void
-publish_tail(SpscRing *r, uint64_t tail)
-{
-    /* SYNC POINT (release): pairs with the producer's acquire load of tail in
-     * producer_space; our reads of the slot finish before it may be reused. */
-    atomic_store_explicit(W64(r, OFF_TAIL), tail, memory_order_release);
-    wake_if_waiting(r, OFF_PRODUCER_WAITERS, OFF_TAIL);
-}
-
-/* Copy n items from src into the ring at index head (wrapping). */
-static void
-copy_in(SpscRing *r, uint64_t head, const char *src, uint64_t n)
-{
-    uint64_t slot = head % r->capacity;
-    uint64_t first = r->capacity - slot < n ? r->capacity - slot : n;
-    memcpy(r->data + slot * r->slot_size, src, first * r->slot_size);
-    if (n > first) {
-        memcpy(r->data, src + first * r->slot_size, (n - first) * r->slot_size);
-    }
-}
-
-static void
-copy_out(SpscRing *r, uint64_t tail, char *dst, uint64_t n)
-{
-    uint64_t slot = tail % r->capacity;
-    uint64_t first = r->capacity - slot < n ? r->capacity - slot : n;
-    memcpy(dst, r->data + slot * r->slot_size, first * r->slot_size);
-    if (n > first) {
-        memcpy(dst + first * r->slot_size, r->data, (n - first) * r->slot_size);
-    }
-}
-
-/* Producer side of a copy: claim, copy, publish, with the test hooks. */
-static void
-produce(SpscRing *r, uint64_t head, const char *src, uint64_t n)
-{
-    size_t bytes = (size_t)n * r->slot_size;
-    if (broken == BROKEN_PUBLISH_BEFORE_COPY) {
-        publish_head(r, head + n);
-        inject_delay();
-        copy_in(r, head, src, n);
-        return;
-    }
-    if (broken == BROKEN_RELAXED_PUBLISH && bytes >= 2) {
-        /* What a weakly ordered CPU may do without the release: the index
-         * store becomes visible before the slot's last stores. */
-        size_t half = bytes / 2;
-        uint64_t slot = head % r->capacity;
-        if ((slot + n) <= r->capacity) {
-            char *dst = r->data + slot * r->slot_size;
-            memcpy(dst, src, half);
-            publish_head(r, head + n);
-            inject_delay();
-            memcpy(dst + half, src + half, bytes - half);
-            return;
-        }
-    }
-    copy_in(r, head, src, n);
-    inject_delay();
-    publish_head(r, head + n);
+    return spsc_consumer_avail(&r->q, tail, want, avail) < 0 ? raise_span(r) : 0;
 }
 
 static int
@@ -894,22 +611,22 @@ ring_try_put_raw(SpscRing *r, const char *src, uint64_t n)
     /* Relaxed: head is written only by this (the producing) side. */
     uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_relaxed);
     uint64_t space;
-    if (producer_space(r, head, n, &space) < 0) return -1;
+    if (ring_producer_space(r, head, n, &space) < 0) return -1;
     if (space == 0) return 0;
     uint64_t k = n < space ? n : space;
-    size_t bytes = (size_t)k * r->slot_size;
+    size_t bytes = (size_t)k * r->q.slot_size;
     inject_delay();
     if (bytes >= NOGIL_COPY_BYTES) {
         r->inflight++;
         r->put_busy = 1;
         Py_BEGIN_ALLOW_THREADS
-        produce(r, head, src, k);
+        spsc_produce(&r->q, head, src, k);
         Py_END_ALLOW_THREADS
         r->put_busy = 0;
         ring_end_inflight(r);
     }
     else {
-        produce(r, head, src, k);
+        spsc_produce(&r->q, head, src, k);
     }
     return (Py_ssize_t)k;
 }
@@ -924,7 +641,7 @@ ring_try_get_raw(SpscRing *r, uint64_t max, int batch)
     uint64_t avail;
     /* Ask for max: a batch takes everything ready, not just what the cached
      * head promised. */
-    if (consumer_avail(r, tail, max, &avail) < 0) return NULL;
+    if (ring_consumer_avail(r, tail, max, &avail) < 0) return NULL;
     if (avail == 0) return Py_None;
     uint64_t k = avail < max ? avail : max;
     npy_intp dims[NPY_MAXDIMS];
@@ -935,22 +652,22 @@ ring_try_get_raw(SpscRing *r, uint64_t max, int batch)
     PyObject *out = PyArray_NewFromDescr(&PyArray_Type, r->descr, nd, dims, NULL, NULL, 0, NULL);
     if (out == NULL) return NULL;
     char *dst = PyArray_BYTES((PyArrayObject *)out);
-    size_t bytes = (size_t)k * r->slot_size;
+    size_t bytes = (size_t)k * r->q.slot_size;
     if (bytes >= NOGIL_COPY_BYTES) {
         r->inflight++;
         r->get_busy = 1;
         Py_BEGIN_ALLOW_THREADS
-        copy_out(r, tail, dst, k);
+        spsc_copy_out(&r->q, tail, dst, k);
         inject_delay();
-        publish_tail(r, tail + k);
+        spsc_publish_tail(&r->q, tail + k);
         Py_END_ALLOW_THREADS
         r->get_busy = 0;
         ring_end_inflight(r);
     }
     else {
-        copy_out(r, tail, dst, k);
+        spsc_copy_out(&r->q, tail, dst, k);
         inject_delay();
-        publish_tail(r, tail + k);
+        spsc_publish_tail(&r->q, tail + k);
     }
     return out;
 }
@@ -1183,7 +900,7 @@ ring_try_put_many(SpscRing *r, PyObject *args)
         return NULL;
     }
     if (start == n) return PyLong_FromLong(0);
-    const char *src = PyArray_BYTES((PyArrayObject *)items) + (size_t)start * r->slot_size;
+    const char *src = PyArray_BYTES((PyArrayObject *)items) + (size_t)start * r->q.slot_size;
     Py_ssize_t k = ring_try_put_raw(r, src, (uint64_t)(n - start));
     if (k < 0) return NULL;
     return PyLong_FromSsize_t(k);
@@ -1233,9 +950,9 @@ ring_write_claim(SpscRing *r, PyObject *unused)
     if (check_producer_call(r, 0) < 0) return NULL;
     uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_relaxed);
     uint64_t space;
-    if (producer_space(r, head, 1, &space) < 0) return NULL;
+    if (ring_producer_space(r, head, 1, &space) < 0) return NULL;
     if (space == 0) return PyLong_FromLong(-1);
-    return PyLong_FromUnsignedLongLong(head % r->capacity);
+    return PyLong_FromUnsignedLongLong(head % r->q.capacity);
 }
 
 /* _write_publish(): publish the slot returned by _write_claim. */
@@ -1245,13 +962,13 @@ ring_write_publish(SpscRing *r, PyObject *unused)
     if (check_producer_call(r, 1) < 0) return NULL;
     uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_relaxed);
     uint64_t space;
-    if (producer_space(r, head, 1, &space) < 0) return NULL;
+    if (ring_producer_space(r, head, 1, &space) < 0) return NULL;
     if (space == 0) {
         raise_layout("publishing a reserved slot into a full ring: the header was changed under us");
         return NULL;
     }
     inject_delay();
-    publish_head(r, head + 1);
+    spsc_publish_head(&r->q, head + 1);
     Py_RETURN_NONE;
 }
 
@@ -1269,10 +986,10 @@ ring_read_peek(SpscRing *r, PyObject *arg)
     if (check_consumer_call(r, 0) < 0) return NULL;
     uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_relaxed);
     uint64_t avail;
-    if (consumer_avail(r, tail, (uint64_t)max, &avail) < 0) return NULL;
-    uint64_t slot = tail % r->capacity;
+    if (ring_consumer_avail(r, tail, (uint64_t)max, &avail) < 0) return NULL;
+    uint64_t slot = tail % r->q.capacity;
     uint64_t k = avail < (uint64_t)max ? avail : (uint64_t)max;
-    if (k > r->capacity - slot) k = r->capacity - slot;
+    if (k > r->q.capacity - slot) k = r->q.capacity - slot;
     return Py_BuildValue("KK", (unsigned long long)slot, (unsigned long long)k);
 }
 
@@ -1285,31 +1002,15 @@ ring_read_release(SpscRing *r, PyObject *arg)
     if (check_consumer_call(r, 1) < 0) return NULL;
     uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_relaxed);
     uint64_t avail;
-    if (consumer_avail(r, tail, (uint64_t)(n < 0 ? 0 : n), &avail) < 0) return NULL;
+    if (ring_consumer_avail(r, tail, (uint64_t)(n < 0 ? 0 : n), &avail) < 0) return NULL;
     if (n < 0 || (uint64_t)n > avail) {
         raise_layout("releasing %zd items but only %llu are ready: the header was changed under us", n,
                      (unsigned long long)avail);
         return NULL;
     }
     inject_delay();
-    publish_tail(r, tail + (uint64_t)n);
+    spsc_publish_tail(&r->q, tail + (uint64_t)n);
     Py_RETURN_NONE;
-}
-
-/* Undo a sleeper's increment, unless a successor has since reset the count
- * (new epoch): then our increment is already forgotten. */
-static void
-waiters_leave(a32 *waiters, uint32_t epoch)
-{
-    uint32_t cur = atomic_load_explicit(waiters, memory_order_relaxed);
-    while ((cur >> WAITERS_EPOCH_SHIFT) == epoch && (cur & WAITERS_COUNT_MASK) != 0) {
-        /* SYNC POINT (seq_cst): as the increment in ring_wait; a failed CAS
-         * reloads cur and re-checks the epoch. */
-        if (atomic_compare_exchange_weak_explicit(waiters, &cur, cur - 1, memory_order_seq_cst,
-                                                  memory_order_relaxed)) {
-            return;
-        }
-    }
 }
 
 /* Sleep until the index at `index_key` no longer equals `expected`, spinning
@@ -1389,7 +1090,7 @@ ring_wait_writable(SpscRing *r, PyObject *arg)
     if (timeout < -1.5) return NULL;
     if (ring_check_open(r) < 0) return NULL;
     uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_relaxed);
-    int rc = ring_wait(r, OFF_TAIL, OFF_PRODUCER_WAITERS, head - r->capacity, timeout);
+    int rc = ring_wait(r, OFF_TAIL, OFF_PRODUCER_WAITERS, head - r->q.capacity, timeout);
     if (rc < 0) return NULL;
     return PyBool_FromLong(rc);
 }
@@ -1402,8 +1103,8 @@ ring_wake_all(SpscRing *r, PyObject *unused)
     /* SYNC POINT (seq_cst fence): the endpoint change our caller just made is
      * ordered before the wake, so a woken sleeper sees it. */
     atomic_thread_fence(memory_order_seq_cst);
-    futex_wake_raw(r->base + r->off[OFF_HEAD] + LOW_HALF, INT_MAX);
-    futex_wake_raw(r->base + r->off[OFF_TAIL] + LOW_HALF, INT_MAX);
+    futex_wake_raw(r->q.base + r->q.off[OFF_HEAD] + LOW_HALF, INT_MAX);
+    futex_wake_raw(r->q.base + r->q.off[OFF_TAIL] + LOW_HALF, INT_MAX);
     Py_RETURN_NONE;
 }
 
@@ -1434,7 +1135,7 @@ ring_qsize(SpscRing *r, PyObject *unused)
         tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_acquire);
         head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_acquire);
         if (atomic_load_explicit(W64(r, OFF_TAIL), memory_order_acquire) == tail) {
-            if (check_span(r, head, tail) < 0) return NULL;
+            if (spsc_check_span(&r->q, head, tail) < 0) return raise_span(r), NULL;
             return PyLong_FromUnsignedLongLong(head - tail);
         }
     }
@@ -1445,7 +1146,7 @@ ring_qsize(SpscRing *r, PyObject *unused)
         return NULL;
     }
     uint64_t n = head - tail;
-    return PyLong_FromUnsignedLongLong(n > r->capacity ? r->capacity : n);
+    return PyLong_FromUnsignedLongLong(n > r->q.capacity ? r->q.capacity : n);
 }
 
 /* _role and _views: ROLE_* bitmasks kept in the struct; the getset closure

@@ -279,7 +279,7 @@ class EndpointTable:
         A predecessor SIGKILLed asleep would otherwise leave its count up, and
         every publish would pay a futex_wake system call; a predecessor's
         thread that leaves its wait after this carries the old epoch, and the
-        core drops its decrement (see _core.c, waiters_leave)."""
+        core drops its decrement (see _atomic.h, waiters_leave)."""
         off = _WAITERS_OFF[role]
         while True:
             cur = _core.load32(self._buf, off)
