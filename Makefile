@@ -1,9 +1,9 @@
 # Developer shortcuts; CI runs .ci/run, which uses the same commands.
 PY ?= python
 
-.PHONY: build test lint typecheck sanitize stress-quick stress-tough bench clean
+.PHONY: build test lint typecheck sanitize tsan stress-quick stress-tough bench clean
 
-build:            ## rebuild the C core in place after editing shmring/_core.c
+build:            ## rebuild the C core in place after editing shmring/_core.c or its headers
 	$(PY) setup.py -q build_ext --inplace
 
 test: build       ## the README's test command
@@ -19,6 +19,9 @@ typecheck:
 
 sanitize:         ## the suite against an ASan+UBSan build of the core
 	scripts/sanitize.sh
+
+tsan:             ## the ring protocols between threads under ThreadSanitizer (no Python)
+	scripts/tsan.sh
 
 stress-quick:
 	$(PY) -m stress --quick
