@@ -1,0 +1,190 @@
+"""The sections of the report, in the order they run: what each measures,
+and the table it prints as it goes.
+
+A section is a ``Section`` subclass listed in ``SECTIONS``: its ``run``
+measures its rows (measurements.py) into the ``Report`` and prints them with
+the tools of report.py.  A new transport in an existing section is one class
+in transports.py or pings.py; a new section (multi-producer rows, say) is a
+record in results.py, its measurement, and a ``Section`` here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from multiprocessing.context import ForkContext
+from typing import ClassVar, TextIO
+
+from .config import COLD_BYTES, PING_BYTES, Settings, fmt_size
+from .measurements import measure_copy_floor, measure_idle, measure_pingpong, measure_throughput
+from .pings import PINGS, RingPing
+from .report import Column, Table, fmt_gb, fmt_rate, fmt_ratio
+from .results import CopyFloor, Report, Throughput
+from .transports import PEER_TRANSPORTS, RING_TRANSPORTS
+
+
+class Section:
+    """One part of the report: measures its rows into ``report`` and prints them to ``out``."""
+
+    # The report's last line says how much CPU other processes took during
+    # each section that names itself here (a window runs from the end of the
+    # previous named section, or the start, to the end of this one).
+    load: ClassVar[str | None] = None
+
+    def run(self, ctx: ForkContext, settings: Settings, report: Report, out: TextIO) -> None:
+        raise NotImplementedError
+
+
+class CopyFloorSection(Section):
+    """``np.copyto`` into a preallocated array, one core, per item size: what
+    one memcpy of an item costs here, the bound any copying transport is
+    measured against."""
+
+    table = Table(
+        Column("size", 8),
+        Column("copies/s", 10),
+        Column("hot GB/s", 8),
+        Column("cold GB/s", 9),
+    )
+
+    def run(self, ctx: ForkContext, settings: Settings, report: Report, out: TextIO) -> None:
+        report.copy_floor = [measure_copy_floor(size, settings.copy_seconds) for size in settings.sizes]
+        print(
+            "Copy floor: np.copyto into preallocated arrays, one core (best of 5 rounds); hot = one cached "
+            f"destination, cold = destinations cycled over {fmt_size(COLD_BYTES)}",
+            file=out,
+        )
+        print(self.table.heading(), file=out)
+        for row in report.copy_floor:
+            cold = "-" if row.cold_gb_per_s is None else fmt_gb(row.cold_gb_per_s)
+            cells = [fmt_size(row.size), fmt_rate(row.copies_per_s), fmt_gb(row.gb_per_s), cold]
+            print(self.table.row(cells), file=out)
+        print(file=out)
+
+
+class ThroughputSection(Section):
+    """One producer process sends uint8 arrays of shape ``(size,)`` to one
+    consumer process for a fixed time; messages/s and GB/s (10**9 bytes/s)
+    are what the consumer received from the producer's first timed send to
+    the end of the stream.  Rows: Ring ``put``/``get``, Ring
+    ``put_many``/``get_many`` and Ring ``reserve``/``borrow`` (zero-copy: the
+    producer writes only the stamps into the slot, so its GB/s is nominal,
+    frames/s x size), then the peers ``multiprocessing.Queue``,
+    ``multiprocessing.Pipe`` and a raw ``os.pipe``.  Each Ring row shows how
+    many times faster it is than each peer; copying Ring rows of 1 MiB or more
+    show their bandwidth as a percentage of the copy floor.
+
+    Each size's rows are printed as soon as they are measured."""
+
+    load = "throughput"
+    table = Table(
+        Column("size", 8),
+        Column("transport", 24, "<"),
+        Column("cap", 5, before=" "),
+        Column("batch", 5, before=" "),
+        Column("msgs/s", 9),
+        Column("GB/s", 8),
+        Column("", 1, before=""),  # "*": nominal GB/s (zero-copy)
+        Column("Ring vs peers (msgs/s ratio)"),
+    )
+
+    def run(self, ctx: ForkContext, settings: Settings, report: Report, out: TextIO) -> None:
+        print(
+            f"Throughput: each cell sends for {settings.cell_seconds:g} s after a warm-up of one pass over the "
+            "ring; capacity = ring slots = mp.Queue maxsize",
+            file=out,
+        )
+        print(self.table.heading(), file=out)
+        for size, floor in zip(settings.sizes, report.copy_floor, strict=True):
+            rows = [measure_throughput(ctx, kind, size, settings.cell_seconds) for kind in RING_TRANSPORTS]
+            rows += [measure_throughput(ctx, kind, size, settings.cell_seconds) for kind in PEER_TRANSPORTS]
+            report.throughput += rows
+            self.print_size(rows, floor, out)
+            out.flush()
+        print(
+            "  * zero-copy: the producer writes only the stamps into the slot; GB/s is nominal (frames/s x size)",
+            file=out,
+        )
+
+    def print_size(self, rows: Sequence[Throughput], floor: CopyFloor | None, out: TextIO) -> None:
+        """The rows of one size: each Ring row compared with every peer, and
+        with the copy floor where it has a cold figure."""
+        peers = [r for r in rows if not r.ring]
+        for row in rows:
+            notes = ""
+            if row.ring:
+                notes = ", ".join(f"{fmt_ratio(row.msgs_per_s / p.msgs_per_s)} {p.transport}" for p in peers)
+                if not row.zero_copy and floor is not None and floor.cold_gb_per_s is not None:
+                    notes += (
+                        f"; {100 * row.gb_per_s / floor.gb_per_s:.0f}% of hot np.copyto, "
+                        f"{100 * row.gb_per_s / floor.cold_gb_per_s:.0f}% of cold"
+                    )
+            cells = [
+                fmt_size(row.size),
+                row.transport + (" *" if row.zero_copy else ""),
+                str(row.capacity),
+                str(row.batch),
+                fmt_rate(row.msgs_per_s),
+                fmt_gb(row.gb_per_s),
+                "*" if row.zero_copy else " ",
+                notes,
+            ]
+            print(self.table.row(cells), file=out)
+
+
+class PingPongSection(Section):
+    """A sends a 64-byte array, B echoes it back, A times each round trip;
+    median and 99th percentile in microseconds."""
+
+    load = "ping-pong"
+    table = Table(
+        Column("transport", 10, "<"),
+        Column("median us", 10, before=" "),
+        Column("p99 us", 9, before=" "),
+        Column("min us", 8, before=" "),
+        Column("trips", 7, before=" "),
+        Column("ring vs peer", before="   "),
+    )
+
+    def run(self, ctx: ForkContext, settings: Settings, report: Report, out: TextIO) -> None:
+        report.pingpong = [
+            measure_pingpong(ctx, kind, settings.round_trips, settings.warmup_round_trips) for kind in PINGS
+        ]
+        print(file=out)
+        print(f"Ping-pong: {PING_BYTES}-byte array, A sends, B echoes, A times each round trip", file=out)
+        print(self.table.heading(), file=out)
+        ring = next((r for r in report.pingpong if r.transport == RingPing.label), None)
+        for row in report.pingpong:
+            note = (
+                ""
+                if ring is None or row is ring
+                else f"ring {fmt_ratio(row.median_us / ring.median_us)} faster (median)"
+            )
+            cells = [
+                row.transport,
+                f"{row.median_us:.1f}",
+                f"{row.p99_us:.1f}",
+                f"{row.min_us:.1f}",
+                str(row.round_trips),
+                note,
+            ]
+            print(self.table.row(cells), file=out)
+
+
+class IdleSection(Section):
+    """The CPU time a consumer spends blocked in ``ring.get()`` for a while,
+    with a live producer that sends nothing: it should sleep, not spin."""
+
+    load = "idle"
+
+    def run(self, ctx: ForkContext, settings: Settings, report: Report, out: TextIO) -> None:
+        report.idle = idle = measure_idle(ctx, settings.idle_seconds)
+        print(file=out)
+        print(
+            f"Idle CPU: consumer blocked in ring.get() for {idle.wall_s:.2f} s, producer alive and idle: "
+            f"{idle.cpu_s * 1e3:.1f} ms CPU (user+sys) = {idle.cpu_percent:.2f}% of one core, "
+            f"{idle.wakeups} voluntary context switches",
+            file=out,
+        )
+
+
+SECTIONS: tuple[Section, ...] = (CopyFloorSection(), ThroughputSection(), PingPongSection(), IdleSection())
