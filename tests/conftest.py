@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from shmring import _layout
-from shmring._endpoints import is_alive
+from shmring._endpoints import is_alive, unpack_word
 
 SHM_DIR = "/dev/shm"
 
@@ -23,17 +23,21 @@ def _entries() -> set[str]:
 
 
 def _someone_elses(entry: str) -> bool:
-    """A shmring segment whose creator is another live process: not ours to
-    judge (a concurrent run on the same machine), unless that creator is us."""
+    """A shmring segment that a live process other than this one created or
+    holds: not ours to judge (a concurrent run on the same machine)."""
     try:
         with open(os.path.join(SHM_DIR, entry), "rb") as f:
-            head = f.read(_layout.IMMUTABLE_END)
+            head = f.read(_layout.HEADER_SIZE)
     except OSError:
         return False
-    if len(head) < _layout.IMMUTABLE_END or head[:8] != _layout.MAGIC:
+    if len(head) < _layout.HEADER_SIZE or head[:8] != _layout.MAGIC:
         return False
     pid, start = struct.unpack_from("<QQ", head, _layout.CREATOR_PID_OFF)
-    return pid != os.getpid() and is_alive(pid, start)
+    if pid != os.getpid() and is_alive(pid, start):
+        return True
+    words = struct.unpack_from(f"<{_layout.MAX_ENDPOINTS * 4}Q", head, _layout.ENDPOINTS_OFF)
+    holders = (unpack_word(w) for w in words[::4] if w)
+    return any(p != os.getpid() and is_alive(p, st) for p, _, _, st in holders)
 
 
 @pytest.fixture(autouse=True)
