@@ -11,6 +11,8 @@
  * model the seq_cst fences of the sleeper handshake, -Wno-tsan: they are
  * not exercised here, nobody sleeps; publication is acquire/release.)
  *
+ * broken-variants: relaxed_publish publish_before_copy
+ *
  *   cc -std=gnu11 -O1 -g -fsanitize=thread -I shmring tests/tsan/spsc_tsan.c -lpthread
  */
 #include <pthread.h>

@@ -1,0 +1,284 @@
+/*
+ * shmring/_mpmc.h -- the multi-producer/multi-consumer ring protocol, with
+ * no Python in it: per-slot sequence numbers in the manner of Dmitry
+ * Vyukov's bounded MPMC queue, batch claims (one CAS for k slots), claim
+ * announcements that let a survivor recover a slot whose claimer died, and
+ * the abandoned-slot mark.  tests/tsan/mpmc_tsan.c runs it between threads
+ * under ThreadSanitizer.  The argument is in docs/design.md, "Many producers
+ * and consumers".
+ *
+ * Positions are free-running 64-bit counters below INDEX_LIMIT; position p
+ * lives in slot p % capacity, whose sequence word says whose turn it is:
+ *
+ *   seq == p                  free: the producer that claims p may write it
+ *   seq == p + 1              published: the consumer that claims p may read it
+ *   seq == (p + 1) | ABANDONED  claimed by a producer that never published
+ *                             (it died, or a reserve() block raised): the
+ *                             consumer that claims p skips it
+ *   seq == p + capacity       released by the consumer of p: free for the
+ *                             producer of p + capacity (the next lap)
+ *
+ * A producer claims [p, p + k) by checking that those k slots are free and
+ * moving `head` from p to p + k with one CAS; a consumer claims [p, p + k)
+ * of published (or abandoned) slots by moving `tail` the same way.  Before
+ * its CAS, a claimer announces [p, p + k) in two words of its own endpoint
+ * entry, and clears them after it has published (released) the slots.  So a
+ * claim whose claimer is alive is always announced, and a survivor that
+ * finds a slot stuck past its claim (seq still p although head > p) and no
+ * live process announcing p knows the claimer is dead: it marks the slot
+ * abandoned (a dead producer's) or released (a dead consumer's).
+ */
+#ifndef SHMRING_MPMC_H
+#define SHMRING_MPMC_H
+
+#include <limits.h>
+
+#include "_atomic.h"
+
+#ifndef INDEX_LIMIT
+#define INDEX_LIMIT ((uint64_t)1 << 62)
+#endif
+#define MPMC_ABANDONED ((uint64_t)1 << 63)
+#define MPMC_NO_CLAIM UINT64_MAX
+
+typedef struct {
+    a64 *head;                /* next position a producer claims */
+    a64 *tail;                /* next position a consumer claims */
+    a32 *consumer_waiters;    /* epoch << 16 | consumers asleep on a slot's sequence word */
+    a32 *producer_waiters;    /* likewise, producers */
+    a64 *seq;                 /* capacity sequence words */
+    char *data;               /* slot 0 */
+    uint64_t capacity;
+    size_t slot_size;
+} mpmc_t;
+
+/* A claimer's announcement: two words of its endpoint entry.  Written
+ * only by their owner: end first, then start, so a reader that loads start
+ * then end sees either the old claim, the new one, or the old start with the
+ * new end -- a superset of one of them, which is the safe direction. */
+typedef struct {
+    a64 *start; /* MPMC_NO_CLAIM when nothing is claimed */
+    a64 *end;
+} mpmc_claim_t;
+
+static inline a64 *
+mpmc_seq(const mpmc_t *q, uint64_t pos)
+{
+    return q->seq + pos % q->capacity;
+}
+
+static inline char *
+mpmc_slot(const mpmc_t *q, uint64_t pos)
+{
+    return q->data + (pos % q->capacity) * q->slot_size;
+}
+
+static inline void
+mpmc_announce(mpmc_claim_t c, uint64_t start, uint64_t end)
+{
+    /* SYNC POINT (seq_cst): the announcement is in the total order before
+     * our claiming CAS, so a survivor that has seen the claim (a seq_cst load
+     * of head or tail past start) and then scans the announcements sees it. */
+    atomic_store_explicit(c.end, end, memory_order_seq_cst);
+    atomic_store_explicit(c.start, start, memory_order_seq_cst);
+}
+
+static inline void
+mpmc_unannounce(mpmc_claim_t c)
+{
+    /* SYNC POINT (release): after our sequence stores; a survivor that sees
+     * no claim of ours also sees the slots we published (released). */
+    atomic_store_explicit(c.start, MPMC_NO_CLAIM, memory_order_release);
+}
+
+/* Wake the sleepers of one side after a sequence word changed. */
+static inline void
+mpmc_wake_if_waiting(a32 *waiters, a64 *word)
+{
+    /* SYNC POINT (seq_cst fence): our sequence store before the load of the
+     * waiter count; pairs with the waiter's fence between its increment and
+     * its re-read of the word (as in _spsc.h). */
+    atomic_thread_fence(memory_order_seq_cst);
+    if ((atomic_load_explicit(waiters, memory_order_relaxed) & WAITERS_COUNT_MASK) != 0) {
+        futex_wake_raw((char *)word + LOW_HALF, INT_MAX);
+    }
+}
+
+/* Claim up to `want` free slots for writing.  Returns how many (0: the ring
+ * is full at *pos), or -1 when the header holds an impossible position.
+ * On success the claim is announced; publish with mpmc_publish. */
+static inline int64_t
+mpmc_claim_put(mpmc_t *q, mpmc_claim_t c, uint64_t want, uint64_t *pos_out)
+{
+    int announced = 0;
+    for (;;) {
+        /* SYNC POINT (seq_cst): ordered with the announcement and the CAS
+         * below; an older value only makes the CAS fail. */
+        uint64_t pos = atomic_load_explicit(q->head, memory_order_seq_cst);
+        *pos_out = pos;
+        if (pos >= INDEX_LIMIT) return -1;
+        uint64_t k = 0, s = 0;
+        while (k < want && k < q->capacity) {
+            /* SYNC POINT (acquire): pairs with the consumer's release of the
+             * slot (seq = p + capacity): its reads are done before we write. */
+            s = atomic_load_explicit(mpmc_seq(q, pos + k), memory_order_acquire) & ~MPMC_ABANDONED;
+            if (s != pos + k) break;
+            k++;
+        }
+        if (k == 0) {
+            if ((int64_t)(s - pos) < 0) {
+                /* A previous lap is still being read: full.  Withdraw what a
+                 * lost CAS left announced: a stale claim of ours would keep
+                 * a survivor from repairing a dead producer's slot. */
+                if (announced) mpmc_unannounce(c);
+                return 0;
+            }
+            continue; /* another producer got there first */
+        }
+        mpmc_announce(c, pos, pos + k);
+        announced = 1;
+        inject_delay();
+        uint64_t seen = pos;
+        /* SYNC POINT (seq_cst CAS): claims [pos, pos + k); only the winner writes them. */
+        if (atomic_compare_exchange_strong_explicit(q->head, &seen, pos + k, memory_order_seq_cst,
+                                                    memory_order_seq_cst)) {
+            return (int64_t)k;
+        }
+    }
+}
+
+/* Publish [pos, pos + k) claimed by mpmc_claim_put; `abandon` marks them to
+ * be skipped instead (a reserve() block that raised). */
+static inline void
+mpmc_publish(mpmc_t *q, mpmc_claim_t c, uint64_t pos, uint64_t k, int abandon)
+{
+    for (uint64_t i = 0; i < k; i++) {
+        uint64_t v = pos + i + 1;
+        if (abandon) v |= MPMC_ABANDONED;
+        /* SYNC POINT (release): pairs with the consumer's acquire load of this
+         * sequence word in mpmc_claim_get; the slot's bytes are visible first. */
+        atomic_store_explicit(mpmc_seq(q, pos + i), v,
+                              broken == BROKEN_RELAXED_PUBLISH ? memory_order_relaxed : memory_order_release);
+    }
+    mpmc_unannounce(c);
+    mpmc_wake_if_waiting(q->consumer_waiters, mpmc_seq(q, pos));
+}
+
+/* Claim up to `want` published (or abandoned) slots for reading, never
+ * wrapping past the end of the data area when `contiguous`.  Returns how
+ * many (0: empty at *pos), or -1 on an impossible position. */
+static inline int64_t
+mpmc_claim_get(mpmc_t *q, mpmc_claim_t c, uint64_t want, int contiguous, uint64_t *pos_out)
+{
+    int announced = 0;
+    for (;;) {
+        /* SYNC POINT (seq_cst): as in mpmc_claim_put. */
+        uint64_t pos = atomic_load_explicit(q->tail, memory_order_seq_cst);
+        *pos_out = pos;
+        if (pos >= INDEX_LIMIT) return -1;
+        uint64_t limit = want;
+        if (contiguous && limit > q->capacity - pos % q->capacity) limit = q->capacity - pos % q->capacity;
+        uint64_t k = 0, s = 0;
+        while (k < limit && k < q->capacity) {
+            /* SYNC POINT (acquire): pairs with the producer's release of the
+             * slot in mpmc_publish: its bytes are visible now. */
+            s = atomic_load_explicit(mpmc_seq(q, pos + k), memory_order_acquire) & ~MPMC_ABANDONED;
+            if (s != pos + k + 1) break;
+            k++;
+        }
+        if (k == 0) {
+            if ((int64_t)(s - (pos + 1)) < 0) {
+                if (announced) mpmc_unannounce(c); /* not published yet: empty (as above) */
+                return 0;
+            }
+            continue; /* another consumer got there first */
+        }
+        mpmc_announce(c, pos, pos + k);
+        announced = 1;
+        inject_delay();
+        uint64_t seen = pos;
+        /* SYNC POINT (seq_cst CAS): claims [pos, pos + k); only the winner reads them. */
+        if (atomic_compare_exchange_strong_explicit(q->tail, &seen, pos + k, memory_order_seq_cst,
+                                                    memory_order_seq_cst)) {
+            return (int64_t)k;
+        }
+    }
+}
+
+/* True if the claimed slot at pos was abandoned by its producer. */
+static inline int
+mpmc_abandoned(const mpmc_t *q, uint64_t pos)
+{
+    /* Relaxed: our acquire load in mpmc_claim_get already saw this value. */
+    return (atomic_load_explicit(mpmc_seq(q, pos), memory_order_relaxed) & MPMC_ABANDONED) != 0;
+}
+
+/* Release [pos, pos + k) claimed by mpmc_claim_get: free for the next lap. */
+static inline void
+mpmc_release(mpmc_t *q, mpmc_claim_t c, uint64_t pos, uint64_t k)
+{
+    for (uint64_t i = 0; i < k; i++) {
+        /* SYNC POINT (release): pairs with the producer's acquire load in
+         * mpmc_claim_put; our reads of the slot finish before it is reused. */
+        atomic_store_explicit(mpmc_seq(q, pos + i), pos + i + q->capacity, memory_order_release);
+    }
+    mpmc_unannounce(c);
+    mpmc_wake_if_waiting(q->producer_waiters, mpmc_seq(q, pos));
+}
+
+/* A survivor's repair of a slot whose claimer is known dead (the caller has
+ * seen the claim -- head (tail) past pos -- and then found no live process
+ * announcing pos).  A dead producer's slot becomes abandoned; a dead
+ * consumer's slot becomes free.  Returns 1 if this call repaired it, 0 if
+ * the slot had moved on (its claimer published after all, or another
+ * survivor repaired it first). */
+static inline int
+mpmc_repair_put(mpmc_t *q, uint64_t pos)
+{
+    uint64_t seen = pos;
+    /* SYNC POINT (seq_cst CAS): one repairer wins, and only while the slot
+     * is still unpublished. */
+    if (!atomic_compare_exchange_strong_explicit(mpmc_seq(q, pos), &seen, (pos + 1) | MPMC_ABANDONED,
+                                                 memory_order_seq_cst, memory_order_seq_cst)) {
+        return 0;
+    }
+    mpmc_wake_if_waiting(q->consumer_waiters, mpmc_seq(q, pos));
+    return 1;
+}
+
+static inline int
+mpmc_repair_get(mpmc_t *q, uint64_t pos)
+{
+    uint64_t word = atomic_load_explicit(mpmc_seq(q, pos), memory_order_seq_cst);
+    if ((word & ~MPMC_ABANDONED) != pos + 1) return 0;
+    /* SYNC POINT (seq_cst CAS): as in mpmc_repair_put; the dead consumer's
+     * item counts as taken. */
+    if (!atomic_compare_exchange_strong_explicit(mpmc_seq(q, pos), &word, pos + q->capacity,
+                                                 memory_order_seq_cst, memory_order_seq_cst)) {
+        return 0;
+    }
+    mpmc_wake_if_waiting(q->producer_waiters, mpmc_seq(q, pos));
+    return 1;
+}
+
+/* Is `pos` inside the claim a (start, end) announcement names?  Read start
+ * first, then end (see mpmc_claim_t). */
+static inline int
+mpmc_announces(mpmc_claim_t c, uint64_t pos)
+{
+    /* SYNC POINT (seq_cst): pairs with mpmc_announce; see mpmc_claim_t. */
+    uint64_t start = atomic_load_explicit(c.start, memory_order_seq_cst);
+    uint64_t end = atomic_load_explicit(c.end, memory_order_seq_cst);
+    return start != MPMC_NO_CLAIM && start <= pos && pos < end;
+}
+
+/* Initialise the sequence words of a new ring: every slot free for lap 0. */
+static inline void
+mpmc_init(mpmc_t *q)
+{
+    for (uint64_t i = 0; i < q->capacity; i++) {
+        atomic_store_explicit(q->seq + i, i, memory_order_relaxed);
+    }
+}
+
+#endif /* SHMRING_MPMC_H */
