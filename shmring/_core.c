@@ -359,6 +359,7 @@ typedef struct {
     int64_t next_liveness_ns; /* when the put fast path next detours to check peers */
     int inflight;   /* operations running without the GIL on this mapping */
     int closing;    /* release the buffer when inflight drops to 0 */
+    int refusing;   /* close() has begun: no new operation starts */
     int put_busy;   /* a put is copying without the GIL */
     int get_busy;   /* a get is copying without the GIL */
 } SpscRing;
@@ -391,7 +392,7 @@ ring_end_inflight(SpscRing *r)
 static int
 ring_check_open(SpscRing *r)
 {
-    if (!r->bound || r->closing) {
+    if (!r->bound || r->closing || r->refusing) {
         PyErr_SetString(PyExc_ValueError, "ring is closed");
         return -1;
     }
@@ -530,12 +531,23 @@ ring_bind(SpscRing *r, PyObject *args)
     Py_XSETREF(r->descr, descr);
     r->bound = 1;
     r->closing = 0;
+    r->refusing = 0;
     r->role = 0;
     Py_RETURN_NONE;
 fail:
     PyBuffer_Release(&r->view);
     Py_DECREF(descr);
     return NULL;
+}
+
+/* _refuse(): close() has begun.  Every call that would start an operation
+ * now raises "ring is closed" (a thread blocked in put or get included, at
+ * its next step); one already copying without the GIL finishes. */
+static PyObject *
+ring_refuse(SpscRing *r, PyObject *unused)
+{
+    r->refusing = 1;
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -1195,6 +1207,7 @@ static PyMethodDef ring_methods[] = {
     {"get_nowait", (PyCFunction)ring_get_nowait, METH_NOARGS, "get_nowait($self, /)\n--\n\nget(block=False)."},
     {"_bind", (PyCFunction)ring_bind, METH_VARARGS, NULL},
     {"_release", (PyCFunction)ring_release, METH_NOARGS, NULL},
+    {"_refuse", (PyCFunction)ring_refuse, METH_NOARGS, NULL},
     {"_try_put", (PyCFunction)ring_try_put, METH_O, NULL},
     {"_try_put_many", (PyCFunction)ring_try_put_many, METH_VARARGS, NULL},
     {"_try_get", (PyCFunction)ring_try_get, METH_NOARGS, NULL},

@@ -150,8 +150,10 @@ def is_alive(pid: int, start_time: int) -> bool:
 
 
 def word_alive(word: int) -> bool:
-    """Is the process named by an entry (or replacer) word alive?"""
+    """Is the process named by an entry (or remover) word alive?"""
     pid, _, _, start = unpack_word(word)
+    if start == 0:
+        return False  # every word we write carries a real start time: this one is corrupt
     if pid == os.getpid():
         # Ours, unless a dead process that had our pid before wrote it: its
         # start time differs.
@@ -373,14 +375,19 @@ class EndpointTable:
         """Live endpoints in ``role``; dead ones met on the way are freed."""
         return sum(1 for _ in self._live_rows((role,)))
 
-    def held(self) -> bool:
+    def held(self, exiting: bool = False) -> bool:
         """True while a live process holds an open or pending handle (the
-        name must stay); dead ones met on the way are freed."""
-        return any(True for _ in self._live_rows((HOLDER, PENDING)))
+        name must stay); dead ones met on the way are freed.  ``exiting``:
+        this process is about to exit, so its own pending handles count as
+        a dead sender's already."""
+        me = os.getpid()
+        return any(
+            not (exiting and unpack_word(row[1])[:2] == (me, PENDING)) for row in self._live_rows((HOLDER, PENDING))
+        )
 
     def users(self) -> list[int]:
-        """Pids of the live processes with any entry (dead ones are freed)."""
-        return sorted({unpack_word(w)[0] for _, w, _ in self._live_rows(tuple(ROLE_NAMES))})
+        """Pids of the live processes with any entry (the table is left as it is)."""
+        return sorted({e.pid for e in self.entries() if e.alive})
 
     def ever(self, role: int) -> bool:
         return _core.load32(self._buf, _EVER_OFF[role]) != 0
@@ -404,19 +411,32 @@ class EndpointTable:
             )
         return out
 
-    # -- replacing an abandoned region -------------------------------------------------
-    def claim_replacement(self) -> bool:
-        """Become the one process replacing this region; False if a live
-        process is replacing it already.  A dead replacer is taken over."""
+    # -- removing the name ----------------------------------------------------------
+    # The last handle out and a replacer of an abandoned region both announce
+    # that they are about to unlink the name, in the remover word, before
+    # their last look at the table; an attacher, after registering its holder
+    # entry, looks at the remover word.  Both sides are seq_cst, so one of them
+    # sees the other: the remover sees the newcomer and keeps the name, or the
+    # newcomer sees the remover and waits for its verdict (see Ring.attach).
+    def claim_removal(self) -> bool:
+        """Become the one process about to remove the name; False if a live
+        process is doing so already.  A dead remover is taken over."""
         me = own_identity()
         for _ in range(4):
-            seen = _core.cas64(self._buf, L.REPLACER_OFF, 0, me)
+            seen = _core.cas64(self._buf, L.REMOVER_OFF, 0, me)
             if seen in (0, me):
                 return True
             if word_alive(seen):
                 return False
-            _core.cas64(self._buf, L.REPLACER_OFF, seen, 0)
+            _core.cas64(self._buf, L.REMOVER_OFF, seen, 0)
         return False
 
-    def release_replacement(self) -> None:
-        _core.cas64(self._buf, L.REPLACER_OFF, own_identity(), 0)
+    def release_removal(self) -> None:
+        """The name stays after all."""
+        _core.cas64(self._buf, L.REMOVER_OFF, own_identity(), 0)
+
+    def removal_pending(self) -> bool:
+        """True while a live process (another thread of ours included) is
+        about to remove the name."""
+        seen = _core.load64(self._buf, L.REMOVER_OFF)
+        return seen != 0 and word_alive(seen)

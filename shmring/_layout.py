@@ -24,7 +24,7 @@ import numpy as np
 from .errors import LayoutError
 
 MAGIC = b"SHMRING\x00"
-VERSION = 2  # 2: endpoint word holds the start time; holder/pending entries; replacer word
+VERSION = 2  # 2: endpoint word holds the start time; holder/pending entries; remover word
 PAGE = 4096
 LINE = 128  # false-sharing unit: two cache lines
 HEADER_SIZE = PAGE
@@ -81,7 +81,7 @@ CONSUMERS_EVER_OFF = 904  # I   1 once any consumer registered
 CONSUMERS_LIVE_OFF = 908  # I   hint: registered consumers
 PRODUCER_OWNER_OFF = 912  # Q   single-producer rings: token of the endpoint holding the role (0: none)
 CONSUMER_OWNER_OFF = 920  # Q   single-consumer rings: likewise
-REPLACER_OFF = 928  # Q   identity word (pid, start time) of a process replacing this abandoned region (0: none)
+REMOVER_OFF = 928  # Q   identity word (pid, start time) of the process about to unlink the name (0: none)
 
 # --- endpoint table -----------------------------------------------------------
 ENDPOINTS_OFF = 1024
@@ -105,7 +105,7 @@ _LINES = [
     (HEAD_OFF, CACHED_TAIL_OFF),
     (TAIL_OFF, CACHED_HEAD_OFF),
     (CONSUMER_WAITERS_OFF, PRODUCER_WAITERS_OFF),
-    (PRODUCERS_EVER_OFF, REPLACER_OFF),
+    (PRODUCERS_EVER_OFF, REMOVER_OFF),
 ]
 for _first, _last in _LINES:
     assert _first % LINE == 0 and _last // LINE == _first // LINE, "group must own one 128-byte line"
@@ -120,7 +120,7 @@ for _off in (
     CACHED_HEAD_OFF,
     PRODUCER_OWNER_OFF,
     CONSUMER_OWNER_OFF,
-    REPLACER_OFF,
+    REMOVER_OFF,
 ):
     assert _off % 8 == 0
 for _off in (CONSUMER_WAITERS_OFF, PRODUCER_WAITERS_OFF, PRODUCERS_LIVE_OFF, CONSUMERS_LIVE_OFF):

@@ -61,6 +61,7 @@ class Region:
     creator_pid: int = 0  # pid that created it, 0 for attached regions
     unlinked: bool = False
     ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino): which object the name named when we opened it
+    changed: float = 0.0  # st_ctime when we opened it
 
     def __init__(
         self,
@@ -146,6 +147,7 @@ class Region:
             pause = min(pause * 2, 0.05)
         try:
             ident = _ident(fd)
+            changed = os.fstat(fd).st_ctime
             deadline = max(appear_by, time.monotonic() + _INIT_GRACE_S)
             while True:
                 size = os.fstat(fd).st_size
@@ -159,7 +161,23 @@ class Region:
                 time.sleep(0.005)  # a creator is between making the segment and publishing its header
         finally:
             close_fd()
-        return cls(backend, name, mapping, size, 0, ident)
+        region = cls(backend, name, mapping, size, 0, ident)
+        region.changed = changed
+        return region
+
+    def still_named(self) -> bool:
+        """True while our name still names this region (not removed, not
+        made anew).  An anon region has no name to lose."""
+        if self.name is None or self.unlinked:
+            return self.name is None
+        try:
+            fd, close_fd = _open_existing(self.name, self.backend)
+        except (FileNotFoundError, PermissionError):
+            return False
+        try:
+            return _ident(fd) == self.ident
+        finally:
+            close_fd()
 
     def publish_header(self, immutable: bytes) -> None:
         """Copy a header in and publish it: the magic goes last, released."""

@@ -114,12 +114,8 @@ class Ring(_core.SpscRing):
         """Open an existing ring by name (a path for ``backend="file"``),
         waiting up to ``timeout`` seconds for a creator that has not made it
         yet; FileNotFoundError when it does not appear in time."""
-        region = Region.attach(name, backend, timeout)
+        region, geo, holder = _naming.attach(name, backend, timeout, L.KIND_RING, _check_supported)
         try:
-            assert region.mapping is not None
-            geo = L.read_header(region.mapping, region.size, L.KIND_RING)
-            _check_supported(geo)
-            holder = EndpointTable(region.mapping).register(HOLDER)
             ring = cls.__new__(cls)
             ring._open(region, geo, holder)
         except BaseException:
@@ -462,6 +458,7 @@ class Ring(_core.SpscRing):
             return
         self._closed = True
         self._role = 0  # the core's fast paths now divert to the slow path, which refuses
+        self._refuse()  # and so does every step of a call blocked in another thread
         _lifetime.untrack(self)
         while self._busy:  # another thread's copy is running without the GIL: let it publish first
             time.sleep(0.0002)
@@ -475,8 +472,7 @@ class Ring(_core.SpscRing):
             if self._holder_slot is not None:
                 self._table.unregister(self._holder_slot)
                 self._holder_slot = None
-                if region.backend == "shm" and not self._table.held():
-                    region.unlink()
+                _naming.leave(region, self._table)
         finally:
             self._items = self._items_ro = None  # our own views must not pin the mapping
             self._release()

@@ -331,3 +331,130 @@ def test_iterating_a_ring_yields_copies_until_eof(name: str) -> None:
 def test_nbytes_is_capacity_times_item_size(name: str) -> None:
     with shmring.Ring(name, capacity=5, shape=(3, 2), dtype=np.float32) as ring:
         assert ring.nbytes == 5 * 3 * 2 * 4
+
+
+# -- found by review: each a regression test -------------------------------------------------
+
+
+def test_closing_a_handle_stops_a_put_blocked_in_another_thread(name: str) -> None:
+    """close() frees the producer entry; a put of the same handle blocked in
+    another thread must not publish after that (a successor may own the role)."""
+    consumer = shmring.Ring(name, capacity=1, dtype=np.int64)
+    ring = shmring.Ring.attach(name)
+    ring.put(1)
+    errors: list[BaseException] = []
+
+    def blocked_put() -> None:
+        try:
+            ring.put(2, timeout=20)
+        except ValueError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=blocked_put)
+    t.start()
+    time.sleep(0.05)
+    ring.close()
+    assert int(consumer.get_nowait()) == 1  # room now: a put that survived close() would fill it
+    t.join(20)
+    assert len(errors) == 1 and "closed" in str(errors[0])
+    with pytest.raises(EOFError):
+        consumer.get(timeout=5)
+    consumer.close()
+
+
+def _attach_and_report(name: str, go: Any, out: Any) -> None:
+    go.wait(30)
+    try:
+        ring = shmring.Ring.attach(name, timeout=0.5)
+    except FileNotFoundError:
+        out.put("too late")
+        return
+    out.put("ok" if exists(name) else "orphan")
+    ring.close()
+
+
+def test_an_attach_racing_the_last_close_never_keeps_an_orphaned_handle(name: str) -> None:
+    verdicts = []
+    for _ in range(30):
+        ring = shmring.Ring(name, capacity=4)
+        go, out = FORK.Event(), FORK.Queue()
+        child = FORK.Process(target=_attach_and_report, args=(name, go, out))
+        child.start()
+        go.set()
+        ring.close()  # the last handle out, while the child attaches
+        verdicts.append(out.get(timeout=30))
+        child.join(30)
+        assert not exists(name)
+    assert "orphan" not in verdicts, verdicts
+
+
+HOLDERS_TERMINATED = """
+import multiprocessing as mp, sys, time, shmring
+def hold(ring, ready):
+    ready.set()
+    time.sleep(600)
+if __name__ == "__main__":
+    ctx = mp.get_context("spawn")
+    ring = shmring.Ring(sys.argv[1], capacity=4)
+    ready = [ctx.Event() for _ in range(2)]
+    holders = [ctx.Process(target=hold, args=(ring, r)) for r in ready]
+    for p in holders:
+        p.start()
+    for r in ready:
+        assert r.wait(60)
+    ring.close()  # the children still hold it
+    for p in holders:
+        p.terminate()  # SIGTERM, as Pool.__exit__ does to its workers: no finalizers run
+        p.join()
+"""
+
+
+def test_a_ring_held_by_children_that_are_terminated_goes_when_its_creator_exits(name: str, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "holders.py"
+    script.write_text(HOLDERS_TERMINATED)
+    subprocess.run([sys.executable, str(script), name], check=True, timeout=120)
+    assert not exists(name)
+
+
+def test_a_handle_pickled_and_never_unpickled_does_not_outlive_a_clean_exit(name: str) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import pickle, shmring\n"
+        f"r = shmring.Ring({name!r}, capacity=4)\n"
+        "data = pickle.dumps(r)  # in flight to nobody\n"
+        "r.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert not exists(name)
+
+
+def _create_and_hang_before_publishing(name: str) -> None:
+    from shmring import _endpoints
+
+    _endpoints.pause = lambda point: time.sleep(60) if point == "active" else None
+    shmring.Ring(name, capacity=4)  # its holder entry is in; the header is not published yet
+
+
+def test_a_region_whose_creator_died_before_publishing_it_can_be_replaced(name: str) -> None:
+    child = FORK.Process(target=_create_and_hang_before_publishing, args=(name,))
+    child.start()
+    deadline = time.monotonic() + 30
+    while not exists(name):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.2)
+    with pytest.raises(FileExistsError, match="being created"):
+        shmring.Ring(name, capacity=4, replace_abandoned=True)  # its creator is alive
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(30)
+    with pytest.raises(FileExistsError, match="abandoned"):
+        shmring.Ring(name, capacity=4)
+    with shmring.Ring(name, capacity=4, replace_abandoned=True) as ring:
+        ring.put(1)
+        assert int(ring.get()) == 1
+    assert not exists(name)
