@@ -863,6 +863,11 @@ static int
 check_producer_call(SpscRing *r, int ends_view)
 {
     if (ring_check_open(r) < 0) return -1;
+    if (ends_view && !(r->views & ROLE_PRODUCER)) {
+        /* E.g. a fork child leaving the parent's reserve() block: not its slot. */
+        PyErr_SetString(PyExc_RuntimeError, "no reserve() block of this handle is open in this process");
+        return -1;
+    }
     if ((r->views & ROLE_PRODUCER) && !ends_view) {
         PyErr_SetString(PyExc_RuntimeError, "a reserve() block is open on this handle: finish it first");
         return -1;
@@ -880,6 +885,10 @@ static int
 check_consumer_call(SpscRing *r, int ends_view)
 {
     if (ring_check_open(r) < 0) return -1;
+    if (ends_view && !(r->views & ROLE_CONSUMER)) {
+        PyErr_SetString(PyExc_RuntimeError, "no borrow() block of this handle is open in this process");
+        return -1;
+    }
     if ((r->views & ROLE_CONSUMER) && !ends_view) {
         PyErr_SetString(PyExc_RuntimeError, "a borrow() block is open on this handle: finish it first");
         return -1;

@@ -360,16 +360,23 @@ class EndpointTable:
                 continue
             if broken and role == PRODUCER:
                 yield row
-            elif not word_alive(row[1]):
-                self._free(*row)  # dead, whoever frees it
-            elif state != STATE_FREEING:
+            elif state == STATE_FREEING or not word_alive(row[1]):
+                # Dead, or leaving: whoever frees it.  Finishing someone's
+                # FREEING entry is harmless (every step is a CAS on exact
+                # values), and frees the entry of a freer that died half-way.
+                self._free(*row)
+            else:
                 yield row
 
     def reap(self) -> int:
         """Free the entries of dead processes; returns how many."""
         if os.environ.get("SHMRING_BROKEN") == "ignore_dead_producer":
             return 0  # deliberately broken variant for the stress harness's own tests
-        return sum(self._free(*row) for row in self._rows() if not word_alive(row[1]))
+        return sum(
+            self._free(*row)
+            for row in self._rows()
+            if unpack_word(row[1])[2] == STATE_FREEING or not word_alive(row[1])
+        )
 
     def live(self, role: int) -> int:
         """Live endpoints in ``role``; dead ones met on the way are freed."""

@@ -101,8 +101,15 @@ def _replace(name: str, backend: str, kind: int) -> None:
     try:
         assert old.mapping is not None
         table = EndpointTable(old.mapping)
-        if not table.claim_removal():
-            raise FileExistsError(errno.EEXIST, f"{name!r} is being replaced by another process", name)
+        verdict_by = time.monotonic() + 1.0
+        while not table.claim_removal():
+            # Another process is about to remove the name (its last handle
+            # out, or another restarter): wait for its verdict.
+            if not old.still_named():
+                return  # it removed the name: create anew
+            if time.monotonic() > verdict_by:
+                raise FileExistsError(errno.EEXIST, f"{name!r} is being removed or replaced by another process", name)
+            time.sleep(0.0005)
         try:
             # Checked after the claim: a process that attached before it is seen.
             users = table.users()

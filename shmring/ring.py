@@ -537,6 +537,8 @@ class _Reservation:
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         ring = self._ring
+        if not ring._views & PRODUCER:
+            return  # a fork child leaving its parent's block: the slot is the parent's
         try:
             if exc_type is None and not ring._closed:
                 ring._write_publish()
@@ -565,6 +567,8 @@ class _Loan:
 
     def __exit__(self, *exc: object) -> None:
         ring = self._ring
+        if not ring._views & CONSUMER:
+            return  # a fork child leaving its parent's block: the items are the parent's
         try:
             if not ring._closed:
                 ring._read_release(self._count)

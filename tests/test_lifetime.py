@@ -458,3 +458,46 @@ def test_a_region_whose_creator_died_before_publishing_it_can_be_replaced(name: 
         ring.put(1)
         assert int(ring.get()) == 1
     assert not exists(name)
+
+
+def test_a_fork_child_leaving_its_parents_borrow_or_reserve_block_touches_nothing(name: str) -> None:
+    with shmring.Ring(name, capacity=8, dtype=np.int64) as ring:
+        ring.put_many(np.arange(6))
+        got = []
+        with ring.borrow() as item:
+            got.append(int(item))
+            pid = os.fork()
+        if pid == 0:
+            os._exit(0)  # the child left the block: the loan is the parent's
+        os.waitpid(pid, 0)
+        got += [int(ring.get()) for _ in range(5)]
+        assert got == [0, 1, 2, 3, 4, 5] and ring.empty()
+        with ring.reserve() as slot:
+            slot[...] = 7
+            pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert ring.qsize() == 1 and int(ring.get()) == 7
+
+
+def _receive_and_die_while_freeing(blob: bytes) -> None:
+    from shmring import _endpoints
+
+    _endpoints.pause = lambda point: time.sleep(60) if point == "freeing" else None
+    pickle.loads(blob)
+
+
+def test_a_receiver_killed_while_retiring_a_pending_entry_does_not_leak_the_entry(name: str) -> None:
+    with shmring.Ring(name, capacity=4) as ring:
+        for _ in range(3):
+            child = FORK.Process(target=_receive_and_die_while_freeing, args=(pickle.dumps(ring),))
+            child.start()
+            deadline = time.monotonic() + 30
+            while not any(e.role == "pending" and e.state == "freeing" for e in ring.endpoints()):
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(30)
+            ring._table.reap()  # finishes the entry its dead freer left half-freed
+            assert [(e.role, e.pid) for e in ring.endpoints()] == [("holder", os.getpid())]
