@@ -104,47 +104,63 @@ mpmc_wake_if_waiting(a32 *waiters, a64 *word)
     }
 }
 
-/* Claim up to `want` free slots for writing.  Returns how many (0: the ring
- * is full at *pos), or -1 when the header holds an impossible position.
- * On success the claim is announced; publish with mpmc_publish. */
+/* The one claim loop of both sides.  A slot is ready for the claimer of
+ * position p when its sequence word (abandoned bit aside) reads p + `ready`:
+ * 0 for a producer (free), 1 for a consumer (published).  Claims up to
+ * `limit` ready slots from `*position` with one CAS and returns how many
+ * (0: none ready -- full, or empty -- at *pos_out), or -1 when the header
+ * holds an impossible position.  On success the claim is announced. */
 static inline int64_t
-mpmc_claim_put(mpmc_t *q, mpmc_claim_t c, uint64_t want, uint64_t *pos_out)
+mpmc_claim(mpmc_t *q, mpmc_claim_t c, a64 *position, uint64_t ready, uint64_t want, int contiguous,
+           uint64_t *pos_out)
 {
     int announced = 0;
     for (;;) {
         /* SYNC POINT (seq_cst): ordered with the announcement and the CAS
          * below; an older value only makes the CAS fail. */
-        uint64_t pos = atomic_load_explicit(q->head, memory_order_seq_cst);
+        uint64_t pos = atomic_load_explicit(position, memory_order_seq_cst);
         *pos_out = pos;
         if (pos >= INDEX_LIMIT) return -1;
+        uint64_t limit = want < q->capacity ? want : q->capacity;
+        if (contiguous && limit > q->capacity - pos % q->capacity) limit = q->capacity - pos % q->capacity;
         uint64_t k = 0, s = 0;
-        while (k < want && k < q->capacity) {
-            /* SYNC POINT (acquire): pairs with the consumer's release of the
-             * slot (seq = p + capacity): its reads are done before we write. */
+        while (k < limit) {
+            /* SYNC POINT (acquire): pairs with the other side's release of
+             * this sequence word (mpmc_publish, mpmc_release): the producer's
+             * bytes are visible, or the consumer's reads are done. */
             s = atomic_load_explicit(mpmc_seq(q, pos + k), memory_order_acquire) & ~MPMC_ABANDONED;
-            if (s != pos + k) break;
+            if (s != pos + k + ready) break;
             k++;
         }
         if (k == 0) {
-            if ((int64_t)(s - pos) < 0) {
-                /* A previous lap is still being read: full.  Withdraw what a
-                 * lost CAS left announced: a stale claim of ours would keep
-                 * a survivor from repairing a dead producer's slot. */
+            if ((int64_t)(s - (pos + ready)) < 0) {
+                /* Not ready yet: full (a previous lap is still being read) or
+                 * empty (not published).  Withdraw what a lost CAS left
+                 * announced: a stale claim of ours would keep a survivor from
+                 * repairing a dead claimer's slot. */
                 if (announced) mpmc_unannounce(c);
                 return 0;
             }
-            continue; /* another producer got there first */
+            continue; /* another claimer got there first */
         }
         mpmc_announce(c, pos, pos + k);
         announced = 1;
         inject_delay();
         uint64_t seen = pos;
-        /* SYNC POINT (seq_cst CAS): claims [pos, pos + k); only the winner writes them. */
-        if (atomic_compare_exchange_strong_explicit(q->head, &seen, pos + k, memory_order_seq_cst,
+        /* SYNC POINT (seq_cst CAS): claims [pos, pos + k); only the winner uses them. */
+        if (atomic_compare_exchange_strong_explicit(position, &seen, pos + k, memory_order_seq_cst,
                                                     memory_order_seq_cst)) {
             return (int64_t)k;
         }
     }
+}
+
+/* Claim up to `want` free slots for writing (see mpmc_claim); publish them
+ * with mpmc_publish. */
+static inline int64_t
+mpmc_claim_put(mpmc_t *q, mpmc_claim_t c, uint64_t want, uint64_t *pos_out)
+{
+    return mpmc_claim(q, c, q->head, 0, want, 0, pos_out);
 }
 
 /* Publish [pos, pos + k) claimed by mpmc_claim_put; `abandon` marks them to
@@ -165,44 +181,12 @@ mpmc_publish(mpmc_t *q, mpmc_claim_t c, uint64_t pos, uint64_t k, int abandon)
 }
 
 /* Claim up to `want` published (or abandoned) slots for reading, never
- * wrapping past the end of the data area when `contiguous`.  Returns how
- * many (0: empty at *pos), or -1 on an impossible position. */
+ * wrapping past the end of the data area when `contiguous` (see
+ * mpmc_claim); release them with mpmc_release. */
 static inline int64_t
 mpmc_claim_get(mpmc_t *q, mpmc_claim_t c, uint64_t want, int contiguous, uint64_t *pos_out)
 {
-    int announced = 0;
-    for (;;) {
-        /* SYNC POINT (seq_cst): as in mpmc_claim_put. */
-        uint64_t pos = atomic_load_explicit(q->tail, memory_order_seq_cst);
-        *pos_out = pos;
-        if (pos >= INDEX_LIMIT) return -1;
-        uint64_t limit = want;
-        if (contiguous && limit > q->capacity - pos % q->capacity) limit = q->capacity - pos % q->capacity;
-        uint64_t k = 0, s = 0;
-        while (k < limit && k < q->capacity) {
-            /* SYNC POINT (acquire): pairs with the producer's release of the
-             * slot in mpmc_publish: its bytes are visible now. */
-            s = atomic_load_explicit(mpmc_seq(q, pos + k), memory_order_acquire) & ~MPMC_ABANDONED;
-            if (s != pos + k + 1) break;
-            k++;
-        }
-        if (k == 0) {
-            if ((int64_t)(s - (pos + 1)) < 0) {
-                if (announced) mpmc_unannounce(c); /* not published yet: empty (as above) */
-                return 0;
-            }
-            continue; /* another consumer got there first */
-        }
-        mpmc_announce(c, pos, pos + k);
-        announced = 1;
-        inject_delay();
-        uint64_t seen = pos;
-        /* SYNC POINT (seq_cst CAS): claims [pos, pos + k); only the winner reads them. */
-        if (atomic_compare_exchange_strong_explicit(q->tail, &seen, pos + k, memory_order_seq_cst,
-                                                    memory_order_seq_cst)) {
-            return (int64_t)k;
-        }
-    }
+    return mpmc_claim(q, c, q->tail, 1, want, contiguous, pos_out);
 }
 
 /* True if the claimed slot at pos was abandoned by its producer. */
