@@ -12,11 +12,11 @@ for harness in "$here"/tests/tsan/*_tsan.c; do
     "$cc" -std=gnu11 -O1 -g -fsanitize=thread -Wall -Wextra -Wno-unused-function -Wno-tsan \
         -I "$here/shmring" "$harness" -o "$work/$name" -lpthread
     echo "== $name"
-    TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$work/$name"
+    TSAN_OPTIONS="halt_on_error=1 exitcode=66" timeout 300 "$work/$name"
     # each harness names the broken variants it must catch
     for variant in $(sed -n 's/^ \* broken-variants: //p' "$harness"); do
         if SHMRING_BROKEN=$variant TSAN_OPTIONS="halt_on_error=1 exitcode=66 report_bugs=1" \
-            "$work/$name" >"$work/$variant.log" 2>&1; then
+            timeout 300 "$work/$name" >"$work/$variant.log" 2>&1; then
             echo "$name: the broken variant $variant was NOT caught"; exit 1
         fi
         if grep -q "WARNING: ThreadSanitizer: data race" "$work/$variant.log"; then how="a data race report"
