@@ -12,6 +12,14 @@ Each side also checks the pipe semantics it observes: an EOFError while the
 lane's current producer is registered, alive and not closing is
 ``spurious_eof``; a BrokenPipeError likewise is ``spurious_epipe``.  Either
 error in a window around a kill is acceptable, counted, and retried.
+
+In a *travel* lane no actor attaches by name or uses an inherited handle: it
+unpickles a handle that another process pickled for it (the lane's creator,
+which has left by then or leaves meanwhile; or its live peer, asked by the
+supervisor through the log; or, for a spawned actor, the supervisor itself
+through multiprocessing).  A courier thread answers those requests, even
+while the actor is blocked in a call.  The lane's creator runs here too
+(:func:`creator_main`).
 """
 
 from __future__ import annotations
@@ -21,18 +29,22 @@ import dataclasses
 import faulthandler
 import json
 import os
+import pickle
 import queue
 import signal
+import struct
+import sys
+import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from . import board
 from .adapters import Adapter, Bytes
 from .board import ActorLog, LaneControl
-from .config import CellConfig
+from .config import CellConfig, parse_delay
 from .message import ABORTED_SEQ, Corrupt, Encoder, verify
 from .schedule import LanePlan, Schedule, Temperament
 
@@ -56,6 +68,10 @@ class ActorContext:
     log: ActorLog
     control: LaneControl
     workdir: str
+    ticket: bytes | None = None  # travel lanes: the pickled handle to unpickle (None: open, or handed)
+    travel: bool = False
+    handle: Any = None  # the actor's own handle, once it has it (a spawned actor is handed it by multiprocessing)
+    courier: Courier | None = None
 
 
 class Events:
@@ -108,6 +124,78 @@ def log_path(workdir: str, actor_id: int) -> str:
     return os.path.join(workdir, f"actor-{actor_id}.log")
 
 
+def ticket_path(workdir: str, request: int) -> str:
+    return os.path.join(workdir, f"ticket-{request}")
+
+
+COURIER_POLL_S = 0.01
+
+
+class Courier:
+    """Pickles this actor's handle for a replacement peer when the supervisor
+    asks (``SEND_REQ`` in the log): the ticket goes to a file, then
+    ``SEND_DONE`` says it is there (or that the request is refused, once the
+    actor is leaving).  A thread, so a request is answered while the actor is
+    blocked in a call; a lock keeps a pickling and the actor's close apart
+    (a handle pickled while its own thread closes it is a race of the caller,
+    not of shmring)."""
+
+    def __init__(self, ctx: ActorContext, handle: Any, events: Events):
+        self.ctx, self.handle, self.events = ctx, handle, events
+        self.lock = threading.Lock()
+        self.closing = False
+        threading.Thread(target=self._run, name="courier", daemon=True).start()
+
+    def _run(self) -> None:
+        log = self.ctx.log
+        while not self.closing:
+            time.sleep(COURIER_POLL_S)
+            request = log.get(board.SEND_REQ)
+            if request != log.get(board.SEND_DONE):
+                self.send(request)
+
+    def send(self, request: int) -> None:
+        with self.lock:
+            try:
+                if not self.closing:
+                    data = self.ctx.adapter.export(self.handle)  # a pending entry of this process from here on
+                    path = ticket_path(self.ctx.workdir, request)
+                    with open(path + ".tmp", "wb") as f:
+                        f.write(data)
+                    os.replace(path + ".tmp", path)
+            except Exception as exc:  # noqa: BLE001 - every escape is a finding
+                self.events.record("actor_error", f"pickling the handle: {type(exc).__name__}: {exc}")
+            self.ctx.log.set(board.SEND_DONE, request)
+
+    def close(self) -> None:
+        """Close the handle; requests from now on are refused."""
+        with self.lock:
+            self.closing = True
+            self.ctx.log.set(board.SEND_DONE, self.ctx.log.get(board.SEND_REQ))
+            self.ctx.adapter.close(self.handle)
+
+
+def _open(ctx: ActorContext, events: Events) -> Any:
+    """The actor's handle: handed over (spawned), unpickled (travel), or opened."""
+    adapter = ctx.adapter
+    if ctx.handle is None:
+        if ctx.ticket is not None:
+            ctx.handle = adapter.adopt(ctx.ticket)
+        else:
+            ctx.handle = adapter.open(ctx.owner, ctx.name, ctx.cfg.backend)
+    ctx.log.set(board.ATTACHED, 1)
+    if ctx.travel:
+        ctx.courier = Courier(ctx, ctx.handle, events)
+    return ctx.handle
+
+
+def _close(ctx: ActorContext, handle: Any) -> None:
+    if ctx.courier is not None:
+        ctx.courier.close()
+    else:
+        ctx.adapter.close(handle)
+
+
 def _die_with_parent() -> None:
     """SIGKILL this process when the supervisor dies (Linux prctl)."""
     try:
@@ -121,27 +209,99 @@ def child_main(ctx: ActorContext) -> None:
     """Entry point in the fork child; never returns."""
     code = EXIT_ERROR
     try:
+        code = _act(ctx)
+    finally:
+        os._exit(code)  # skip the supervisor's atexit handlers and stdio buffers, inherited by fork
+
+
+def _act(ctx: ActorContext) -> int:
+    _die_with_parent()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    trace = open(ctx.log.path + ".trace", "w")  # kept open: faulthandler writes to it on SIGUSR1
+    faulthandler.register(signal.SIGUSR1, file=trace, all_threads=True)
+    ctx.log.set(board.PID, os.getpid())
+    ctx.adapter.instrument(lambda point: ctx.log.add(board.WINDOWS))
+    _preempt_scans(ctx.adapter, ctx.cfg)
+    events = Events(ctx.log)
+    try:
+        return (run_producer if ctx.producer else run_consumer)(ctx, events)
+    except BaseException as exc:  # noqa: BLE001 - every escape is a finding
+        ctx.log.set(board.PHASE, board.PHASE_EXITING)  # its peers' EOF/EPIPE is no longer spurious
+        events.record("actor_error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}{_state(ctx)}")
+        return EXIT_ERROR
+
+
+def _preempt_scans(adapter: Adapter, cfg: CellConfig) -> None:
+    permille, max_us = parse_delay(cfg.scan_delay)
+    if permille:
+        adapter.preempt_scans(permille / 1000, max_us / 1e6)
+
+
+def spawn_main(handle: Any, ctx: ActorContext) -> NoReturn:
+    """Entry point of an actor started as a spawned interpreter: multiprocessing
+    has unpickled ``handle`` (attached by name, retired the sender's pending
+    entry) before this runs.  It leaves the way a user's process does, through
+    multiprocessing's exit path and the interpreter's, where shmring closes
+    what is still open and looks again at the names it left to others."""
+    ctx.handle = handle
+    code = EXIT_ERROR
+    try:
+        code = _act(ctx)
+    finally:
+        sys.exit(code)
+
+
+# -- the creator of a travel lane ---------------------------------------------------------
+FRAME = struct.Struct("<cI")
+
+
+def send_frame(fd: int, kind: bytes, payload: bytes = b"") -> None:
+    data = FRAME.pack(kind, len(payload)) + payload
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def creator_main(
+    adapter: Adapter, cfg: CellConfig, name: str | None, plan: LanePlan, tickets: int, out_fd: int, go_fd: int
+) -> NoReturn:
+    """Fork child of the supervisor: create the lane's structure, pickle
+    ``tickets`` handles of it (each a pending entry of this process), send
+    them (frame ``T``), wait for the supervisor's go (it takes its own
+    non-holding view first), then leave: close the handle, or exit without
+    closing it (``plan.creator_dies``), and say so (frame ``L``).  Whether the
+    actors have unpickled by then is up to the plan and the scheduler."""
+    code = EXIT_ERROR
+    try:
         _die_with_parent()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        trace = open(ctx.log.path + ".trace", "w")  # kept open: faulthandler writes to it on SIGUSR1
-        faulthandler.register(signal.SIGUSR1, file=trace, all_threads=True)
-        ctx.log.set(board.PID, os.getpid())
-        events = Events(ctx.log)
+        _preempt_scans(adapter, cfg)
         try:
-            code = (run_producer if ctx.producer else run_consumer)(ctx, events)
-        except BaseException as exc:  # noqa: BLE001 - every escape is a finding
-            ctx.log.set(board.PHASE, board.PHASE_EXITING)  # its peers' EOF/EPIPE is no longer spurious
-            events.record("actor_error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}{_state(ctx)}")
-            code = EXIT_ERROR
+            owner = adapter.create(name, cfg.backend, cfg.sync, plan)
+            data = [adapter.export(owner) for _ in range(tickets)]
+        except BaseException as exc:  # reported to the supervisor, then re-raised
+            send_frame(out_fd, b"E", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}".encode())
+            raise
+        send_frame(out_fd, b"T", pickle.dumps(data))
+        os.read(go_fd, 1)  # the go, or EOF if the supervisor gave up
+        if plan.creator_delay:
+            time.sleep(plan.creator_delay)
+        if not plan.creator_dies:
+            adapter.close(owner)
+        try:
+            send_frame(out_fd, b"L")
+        except OSError:
+            pass  # the supervisor did not wait for it
+        code = EXIT_OK
     finally:
-        os._exit(code)  # skip the supervisor's atexit handlers and stdio buffers, inherited by fork
+        os._exit(code)
 
 
 def _state(ctx: ActorContext) -> str:
     """The structure's header as this actor sees it, for an error report."""
     try:
-        dump = ctx.adapter.dump(ctx.owner)
+        dump = ctx.adapter.dump(ctx.handle if ctx.handle is not None else ctx.owner)
     except Exception as exc:  # noqa: BLE001 - the report must not hide the error
         return f"(header dump failed: {exc!r})"
     lines = [f"{k}: {v}" for k, v in dump.items() if not isinstance(v, list)]
@@ -162,7 +322,7 @@ def _pause(ctx: ActorContext, sched: Schedule) -> None:
 
 def run_producer(ctx: ActorContext, events: Events) -> int:
     log, adapter = ctx.log, ctx.adapter
-    handle = adapter.open(ctx.owner, ctx.name, ctx.cfg.backend)
+    handle = _open(ctx, events)
     enc = Encoder(ctx.actor_id, ctx.plan.slot_bytes, ctx.seed)
     sched = Schedule(ctx.seed, ctx.temper, producer=True, now=time.monotonic())
     scratch: Bytes = np.empty((max(ctx.temper.batch[1], 1), ctx.plan.slot_bytes), dtype=np.uint8)
@@ -208,14 +368,14 @@ def run_producer(ctx: ActorContext, events: Events) -> int:
             break
         _pause(ctx, sched)
     log.set(board.PHASE, board.PHASE_EXITING)
-    adapter.close(handle)
+    _close(ctx, handle)
     log.set(board.PHASE, board.PHASE_DONE)
     return EXIT_OK
 
 
 def run_consumer(ctx: ActorContext, events: Events) -> int:
     log, adapter = ctx.log, ctx.adapter
-    handle = adapter.open(ctx.owner, ctx.name, ctx.cfg.backend)
+    handle = _open(ctx, events)
     sched = Schedule(ctx.seed, ctx.temper, producer=False, now=time.monotonic())
     producer = Peer(ctx, board.CUR_PRODUCER)
     slot_bytes = ctx.plan.slot_bytes
@@ -267,6 +427,6 @@ def run_consumer(ctx: ActorContext, events: Events) -> int:
         _pause(ctx, sched)
     log.set(board.OP, 0)
     log.set(board.PHASE, board.PHASE_EXITING)
-    adapter.close(handle)
+    _close(ctx, handle)
     log.set(board.PHASE, board.PHASE_DONE)
     return EXIT_OK

@@ -15,13 +15,20 @@ and listing it in :data:`ADAPTERS`:
 * ``order`` and ``max_producers``/``max_consumers``: which ordering rule the
   arbiter applies, and how many actors share one instance.  Single-producer,
   single-consumer structures get one instance (a *lane*) per producer/consumer
-  pair, and replacements after kills follow one another in it.
+  pair, and replacements after kills follow one another in it;
+* ``travels``/``export``/``adopt``/``peek``/``release``: handles that travel
+  pickled to other processes (travel lanes, where a creator process makes the
+  instance and leaves, and the supervisor holds nothing), and
+  ``last_out_unlinks``: the backends whose last handle out removes the name;
+* ``instrument``/``delay_armed``: the structure's test hooks, to count the
+  windows the actors pass and to check that delay injection reaches them.
 """
 
 from __future__ import annotations
 
 import abc
 import os
+import pickle
 import queue
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -52,6 +59,8 @@ class Adapter(abc.ABC):
     max_producers: ClassVar[int | None] = 1
     max_consumers: ClassVar[int | None] = 1
     forbidden: ClassVar[frozenset[str]]  # outcomes this structure's rules can produce
+    travels: ClassVar[tuple[str, ...]] = ()  # backends whose handles can be pickled to another process
+    last_out_unlinks: ClassVar[tuple[str, ...]] = ()  # backends whose last handle out removes the name
 
     @abc.abstractmethod
     def create(self, name: str | None, backend: str, sync: str, plan: LanePlan) -> Any:
@@ -83,6 +92,38 @@ class Adapter(abc.ABC):
         """Has any producer ever registered?  Until one has, a consumer waits
         instead of seeing EOF (pipe semantics), so a lane cannot end."""
 
+    # -- handles that travel (only for the backends in ``travels``) --------------------------
+    def export(self, handle: Any) -> bytes:
+        """Pickle ``handle`` for another process (it counts as in flight until adopted)."""
+        raise NotImplementedError
+
+    def adopt(self, data: bytes) -> Any:
+        """Unpickle a handle exported by any process."""
+        raise NotImplementedError
+
+    def peek(self, name: str | None, backend: str) -> Any:
+        """A view of an instance that holds nothing: it neither keeps nor
+        removes the name (for ``dump`` and ``producers_ever``)."""
+        raise NotImplementedError
+
+    def release(self, view: Any) -> None:
+        """Drop a ``peek`` view."""
+        raise NotImplementedError
+
+    # -- test hooks ---------------------------------------------------------------------
+    def instrument(self, hit: Callable[[str], None]) -> None:
+        """Call ``hit(point)`` at each window the structure's test hooks name."""
+        return None
+
+    def delay_armed(self) -> dict[str, bool]:
+        """Per layer of the structure, whether delay injection is armed in this process."""
+        return {}
+
+    def preempt_scans(self, probability: float, max_seconds: float) -> None:
+        """Make that share of the structure's scans of shared state pause up
+        to ``max_seconds`` at a random point, as a preemption would."""
+        return None
+
     @abc.abstractmethod
     def send(self, handle: Any, call: Call, scratch: Bytes, encode: Encode) -> int:
         """Put ``call.count`` messages; returns how many went in.  Raises
@@ -100,6 +141,8 @@ class RingAdapter(Adapter):
     name = "ring"
     syncs = ("lockfree", "semaphore")
     backends = ("shm", "anon", "file")
+    travels = ("shm", "file")  # an anon ring only crosses fork
+    last_out_unlinks = ("shm",)  # a file ring's file stays until unlink()
     forbidden = frozenset(
         {
             "lost",
@@ -159,6 +202,8 @@ class RingAdapter(Adapter):
         out: dict[str, Any] = {"name": owner.name, "capacity": owner.capacity, "head": head, "tail": tail}
         out["qsize"] = head - tail
         out.update({key: _core.load32(mapping, off) for key, off in words.items()})
+        for key in ("consumer_waiters", "producer_waiters"):  # epoch << 16 | count
+            out[key] = f"{out[key] & 0xFFFF} (epoch {out[key] >> 16})"
         out["endpoints"] = [
             f"slot {e.slot}: pid {e.pid} {e.role} {e.state} {'alive' if e.alive else 'DEAD'}" for e in owner.endpoints()
         ]
@@ -169,6 +214,71 @@ class RingAdapter(Adapter):
         from shmring import _layout as L
 
         return bool(_core.load32(owner._region.mapping, L.PRODUCERS_EVER_OFF))
+
+    def export(self, handle: Any) -> bytes:
+        return pickle.dumps(handle)  # Ring.__reduce__: a pending entry of this process, with a ticket
+
+    def adopt(self, data: bytes) -> Any:
+        return pickle.loads(data)  # shmring.ring._attach: attach by name, then retire the pending entry
+
+    def peek(self, name: str | None, backend: str) -> Any:
+        import shmring
+
+        view = shmring.Ring.attach(name, backend=backend)  # type: ignore[arg-type]
+        assert view._holder_slot is not None
+        view._table.unregister(view._holder_slot)  # from here on, like a fork child's inherited copy
+        view._holder_slot = None
+        return view
+
+    def release(self, view: Any) -> None:
+        view.close()  # holds nothing: never unlinks
+
+    def instrument(self, hit: Callable[[str], None]) -> None:
+        from shmring import _endpoints
+
+        _endpoints.pause = hit
+
+    def preempt_scans(self, probability: float, max_seconds: float) -> None:
+        # The endpoint table is read by one core call, word by word: "a scan,
+        # not a snapshot".  A scheduler may preempt it between any two words;
+        # this makes that happen in ``probability`` of the scans, for up to
+        # ``max_seconds``, without changing what is read or in which order.
+        import random
+        import time
+        import types
+
+        from shmring import _core, _endpoints
+        from shmring import _layout as L
+
+        real = _core.load64_many
+        per = L.ENDPOINT_SIZE // 8
+
+        def load64_many(buf: Any, off: int, count: int) -> list[int]:
+            if count < 2 or random.random() >= probability:
+                return real(buf, off, count)
+            # Mostly between two of the first entries, where the live ones are:
+            # after entry 1, 2, 3, ... with chances 1/2, 1/4, 1/8, ...
+            if random.random() < 0.75:
+                split = per
+                while random.random() < 0.5 and split + per < count:
+                    split += per
+            else:
+                split = random.randrange(1, count)
+            head = real(buf, off, split)
+            time.sleep(random.random() * max_seconds)
+            return head + real(buf, off + 8 * split, count - split)
+
+        proxy = types.SimpleNamespace(**{k: getattr(_core, k) for k in dir(_core) if not k.startswith("__")})
+        proxy.load64_many = load64_many
+        setattr(_endpoints, "_core", proxy)  # noqa: B010 - the module's own name for the core
+
+    def delay_armed(self) -> dict[str, bool]:
+        from shmring import _core, _endpoints
+
+        return {
+            "core (claim/copy/publish)": _core._test_config()["delay_permille"] > 0,
+            "endpoints (register/unregister)": _endpoints._DELAY_P > 0,
+        }
 
     @staticmethod
     def _rows(items: np.ndarray[Any, Any], k: int) -> Bytes:

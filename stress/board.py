@@ -46,6 +46,10 @@ TRANSIENT_EOF = 11
 TRANSIENT_EPIPE = 12
 ABORTED = 13  # reserve() blocks aborted on purpose
 CALLS = 14  # calls made
+ATTACHED = 15  # the actor has its handle (opened, or unpickled in a travel lane)
+SEND_REQ = 16  # supervisor: id of a request to pickle this actor's handle for a replacement peer
+SEND_DONE = 17  # actor: id of the last request answered (ticket-<id> written, or refused)
+WINDOWS = 18  # registration/unregistration windows this actor passed (the core's test hook)
 
 PHASE_STARTING, PHASE_REGISTERED, PHASE_EXITING, PHASE_DONE = 0, 1, 2, 3
 
@@ -87,11 +91,16 @@ class ActorLog:
 
     def __init__(self, path: str, runs: bool, create: bool):
         self.path = path
+        self.has_runs = runs
         size = HEADER_BYTES + (MAX_RUNS * RUN_WORDS * 8 if runs else 0)
         self._map = _map(path, size, create)
         self.w: Words = np.frombuffer(self._map, dtype=np.uint64)
         self._runs: Words = self.w[HEADER_BYTES // 8 :].reshape(-1, RUN_WORDS)
         self._cur = -1  # index of the run being extended, in this (consumer) process
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """A spawned actor maps the same file again."""
+        return (ActorLog, (self.path, self.has_runs, False))
 
     @property
     def events_path(self) -> str:
@@ -160,6 +169,9 @@ class LaneControl:
         self.path = path
         self._map = _map(path, 64, create)
         self.w: Words = np.frombuffer(self._map, dtype=np.uint64)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (LaneControl, (self.path, False))
 
     def get(self, word: int) -> int:
         return int(self.w[word])

@@ -18,14 +18,29 @@ actors and starts replacements, a watchdog reports a lane that makes no
 progress for ``deadlock_after`` seconds (with a dump of its header, its
 endpoints and the actors' stacks), and whenever an actor stalls on purpose
 its peer, which should then block, is checked for burning CPU.
+
+A *travel* lane (``--travel``) is created elsewhere: a creator process (fork
+child) makes the structure, pickles handles for the first actors and spares,
+and leaves, before the actors start or while they unpickle; the supervisor
+keeps only a view that holds nothing.  Replacements get a handle pickled by
+their live peer (asked through its log), or a spare.  Nobody unlinks for the
+lane: the last handle out must, and the leak check says whether it did.  The
+first actor of a few travel lanes is a spawned interpreter, handed the handle
+by multiprocessing.  Rules that keep the lane inside what the lifetime
+contract promises are in :meth:`Supervisor._may_end` and
+:meth:`Supervisor._killable`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
+import multiprocessing.process
 import os
+import pickle
 import random
+import select
 import shutil
 import signal
 import sys
@@ -35,7 +50,7 @@ from collections import Counter
 from typing import Any
 
 from . import board
-from .actors import ActorContext, child_main, log_path
+from .actors import FRAME, ActorContext, child_main, creator_main, log_path, spawn_main, ticket_path
 from .adapters import ADAPTERS, Adapter
 from .arbiter import ConsumerRecord, LaneRecord, ProducerRecord, judge_total_order
 from .board import ActorLog, LaneControl
@@ -47,6 +62,7 @@ from .watchdogs import BusyWatch, deadlock_report
 
 TICK_S = 0.005
 PROGRESS_S = 2.0
+CREATOR_TIMEOUT_S = 20.0
 
 
 class Supervisor:
@@ -71,12 +87,19 @@ class Supervisor:
         self.start = time.monotonic()
         permille, _ = (int(x) for x in (cfg.env()["SHMRING_DELAY"] or "0:0").split(":"))
         self.delay_on = permille > 0
+        self.creators: dict[int, Lane] = {}  # pid of a travel lane's creator -> its lane
+        self.spawns_left = cfg.spawn
+        self.handles: Counter[str] = Counter()  # travel lanes: where each actor's handle came from
+        self.windows = 0
+        self.next_request = 1
+        self.travel_lanes: Counter[str] = Counter()  # shm travel lanes whose leak check was judged / cut short
 
     # -- the main loop ------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         skipped = self._probe()
         if skipped:
             return self._result(skipped=skipped)
+        self._check_delay()
         n_lanes = self._lanes_wanted()
         next_progress = self.start + PROGRESS_S
         next_kill = self._next_kill(self.start)
@@ -130,7 +153,7 @@ class Supervisor:
             if failing:
                 self._abort_lane(lane, "stopped early (--fail-fast)")
             elif lane.state == "running":
-                self._begin_end(lane)
+                self._request_end(lane)
 
     def _next_kill(self, now: float) -> float:
         rate = self.cfg.kill_rate
@@ -147,6 +170,16 @@ class Supervisor:
         self._dispose_checked(owner, name, f"{self.cfg.name} probe")
         return ""
 
+    def _check_delay(self) -> None:
+        """Delay injection must reach every layer that has windows (the actors
+        are forks of this process, or spawned with its environment)."""
+        if not self.delay_on:
+            return
+        for layer, armed in self.adapter.delay_armed().items():
+            if not armed:
+                detail = f"SHMRING_DELAY is set but delay injection is off in {layer}"
+                self.violations.append(Violation("harness_error", self.cfg.name, detail))
+
     # -- lanes ----------------------------------------------------------------------------
     def _lane_name(self, lane_id: int) -> str | None:
         base = f"shmring-stress-{self.cfg.tag}-{lane_id}"
@@ -159,25 +192,200 @@ class Supervisor:
     def _new_lane(self) -> None:
         lane_id = self.next_lane
         self.next_lane += 1
-        plan = plan_lane(random.Random(f"{self.cfg.seed}-lane{lane_id}"), self.cfg)
+        plan = plan_lane(random.Random(f"{self.cfg.seed}-lane{lane_id}"), self.cfg, first=lane_id == 1)
         name = self._lane_name(lane_id)
-        owner = self.adapter.create(name, self.cfg.backend, self.cfg.sync, plan)
+        travel = plan.travel and self.cfg.backend in self.adapter.travels
+        owner = None if travel else self.adapter.create(name, self.cfg.backend, self.cfg.sync, plan)
         lane_dir = os.path.join(self.workdir, f"lane-{lane_id}")
         os.mkdir(lane_dir)
         now = time.monotonic()
         lane = Lane(lane_id, name, plan, owner, LaneControl(os.path.join(lane_dir, "control"), True), lane_dir, now)
+        self.lanes.append(lane)
+        if travel:
+            lane.travel = True
+            if not self._create_elsewhere(lane):
+                self._abort_lane(lane, "its creator failed")
+                return
+            now = time.monotonic()
+            lane.born = now
         first, second = (True, False) if plan.producer_first else (False, True)
         lane.starts += [(now, first, False), (now + plan.start_gap, second, False)]
         lane.progress_at = now
-        self.lanes.append(lane)
+        if travel:
+            self._tick_lane(lane, now)  # the first actor unpickles while the creator leaves
+
+    def _create_elsewhere(self, lane: Lane) -> bool:
+        """A travel lane's birth: its creator process makes the structure and
+        pickles handles; we take a view that holds nothing while it still
+        holds its own, let it leave, and, when the plan says so, wait until
+        it has left before any actor starts.  False if the creator failed.
+
+        The creator pickles one handle per first actor, except a spawned one
+        (multiprocessing pickles our view for it) and, in a relay lane, the
+        second one (it gets its handle from the first), plus the plan's
+        spares.  A spawned actor never shares a lane with a relay: the
+        creator must have a handle in flight when it leaves."""
+        where = lane.where(self.cfg.name)
+        plan = lane.plan
+        first, second = (True, False) if plan.producer_first else (False, True)
+        spawn_role = plan.spawn_producer if self.spawns_left > 0 else None
+        relay = plan.relay and spawn_role is None
+        roles = [r for r in ((first,) if relay else (first, second)) if r is not spawn_role]
+        out_r, out_w = os.pipe()
+        go_r, go_w = os.pipe()
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(out_r)
+            os.close(go_w)
+            creator_main(self.adapter, self.cfg, lane.name, plan, len(roles) + plan.spares, out_w, go_r)
+        os.close(out_w)
+        os.close(go_r)
+        lane.creator_pid = pid
+        lane.note(
+            f"creator pid {pid} forked (plan: {'leaves first' if plan.close_first else 'races'}, "
+            f"{'dies' if plan.creator_dies else 'closes'} after {plan.creator_delay * 1000:.1f} ms, "
+            f"{len(roles)} + {plan.spares} handles, relay {relay}, spawn {spawn_role})"
+        )
+        self.creators[pid] = lane
+        try:
+            kind, payload = _read_frame(out_r, CREATOR_TIMEOUT_S)
+            if kind != b"T":
+                why = payload.decode(errors="replace") if kind == b"E" else "it sent no handles"
+                self.violations.append(Violation("actor_error", where, f"creator pid {pid}: {why}"))
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                return False
+            tickets: list[bytes] = pickle.loads(payload)
+            try:
+                lane.owner = self.adapter.peek(lane.name, self.cfg.backend)
+            except Exception as exc:  # noqa: BLE001 - the creator still holds it: this is a finding
+                self.violations.append(Violation("actor_error", where, f"no view of a ring its creator holds: {exc!r}"))
+                return False
+            os.write(go_w, b"g")
+            lane.note("view taken, go sent")
+            if lane.plan.close_first:
+                kind, payload = _read_frame(out_r, CREATOR_TIMEOUT_S)
+                if kind != b"L":
+                    self.violations.append(Violation("actor_error", where, f"creator pid {pid} did not leave"))
+                    return False
+        finally:
+            os.close(out_r)
+            os.close(go_w)
+        lane.first = dict(zip(roles, tickets, strict=False))
+        lane.spares = tickets[len(roles) :]
+        if spawn_role is not None:
+            self.spawns_left -= 1
+            lane.spawn_role = spawn_role
+        return True
+
+    def _handle_for(self, lane: Lane, producer: bool) -> tuple[str, bytes | None, Actor | str | None] | None:
+        """Where a travel lane's next actor gets its handle: (source, ticket,
+        sender), or None while a live peer is still pickling one for it."""
+        if lane.spawn_role is producer:
+            lane.spawn_role = None
+            return ("spawn", None, "supervisor")  # multiprocessing pickles our view: our pending entry
+        if producer in lane.first:
+            return ("creator", lane.first.pop(producer), "creator")
+        if lane.first:
+            return None  # a relay lane's second actor: its peer is not even started
+        if lane.request is not None:
+            request, peer = lane.request
+            if peer.producer is producer:
+                return None  # asked for the other role's start
+            answered = peer.log.get(board.SEND_DONE) == request or not peer.alive  # read before the file
+            path = ticket_path(lane.dir, request)
+            if os.path.exists(path):
+                lane.request = None
+                with open(path, "rb") as f:
+                    ticket = f.read()
+                os.unlink(path)
+                return ("peer", ticket, peer)
+            if not answered:
+                return None
+            lane.request = None  # refused (it is leaving) or died first
+        else:
+            peers = lane.live(not producer)
+            if peers and peers[0].log.get(board.PHASE) < board.PHASE_EXITING:
+                if peers[0].attached:
+                    lane.request = (self.next_request, peers[0])
+                    lane.note(f"{peers[0].role} {peers[0].id} asked for a handle")
+                    peers[0].log.set(board.SEND_REQ, self.next_request)
+                    self.next_request += 1
+                return None  # (an unattached peer is asked once it has its handle)
+        if lane.spares:
+            return ("spare", lane.spares.pop(), "creator")
+        return ("name", None, None)
+
+    @staticmethod
+    def _sender_pins(actor: Actor) -> bool:
+        """Does the pending entry of ``actor``'s ticket surely keep the name
+        until it unpickles?  Yes while its sender lives and cannot leave
+        through an interpreter exit (where a process may stop counting its own
+        pending handles): the supervisor, or a live fork actor.  The creator
+        is not counted: a lane never ends before its creator is gone."""
+        sender = actor.sender
+        return sender == "supervisor" or (isinstance(sender, Actor) and sender.alive and sender.source != "spawn")
+
+    @staticmethod
+    def _sender_lives(actor: Actor) -> bool:
+        """Is the sender of ``actor``'s ticket alive?  Its pending entry may
+        keep the name as long as it lives, if the ticket is never unpickled."""
+        sender = actor.sender
+        return sender == "supervisor" or (isinstance(sender, Actor) and sender.alive)
+
+    def _may_end(self, lane: Lane) -> bool:
+        """May the lane's producers be stopped now?  In a travel lane a closing
+        producer may be the last handle out, which unlinks the name; so not
+        while its creator lives (its pending entries would keep the name past
+        everyone), a start or a ticket is on its way, or an actor still has to
+        unpickle a handle whose sender is gone (nothing else keeps the name)."""
+        if not lane.travel:
+            return True
+        return not lane.creator_alive and not lane.starts and lane.request is None and self._settled(lane)
+
+    def _settled(self, lane: Lane) -> bool:
+        """Every live actor of the lane has its handle, or one whose sender
+        keeps the name for it: an actor may close (and be the last out)."""
+        return all(a.attached or self._sender_pins(a) for a in lane.live())
+
+    def _killable(self, actor: Actor, now: float) -> bool:
+        """May ``actor`` be SIGKILLed now?  In a travel lane: not before it has
+        unpickled a handle whose sender lives (that pending entry would keep
+        the name while its sender lives: it is the sender's, not a leak); not
+        once it is closing (it may be the last handle out: the name goes); not
+        once the lane's end is due (replacements would postpone it); and not
+        a consumer while a stopped producer is closing (the producer would be
+        the last handle out and unlink under the replacement)."""
+        lane = actor.lane
+        if not lane.travel:
+            return True
+        if actor.log.get(board.PHASE) >= board.PHASE_EXITING:
+            return False  # closing: maybe the last handle out, its replacement would find no name
+        if not actor.attached and self._sender_lives(actor):
+            return False
+        if lane.state == "running" and (lane.end_requested or now - lane.born >= lane.plan.lifetime):
+            return False
+        return not (lane.state == "stopping" and not actor.producer and lane.live(True))
+
+    def _request_end(self, lane: Lane) -> None:
+        lane.end_requested = True
+        if self._may_end(lane):
+            self._begin_end(lane)
 
     def _tick_lane(self, lane: Lane, now: float) -> None:
         for start in sorted(lane.starts):
             when, producer, stop = start
             if now >= when:
+                if lane.travel and stop and (len(lane.starts) > 1 or not self._settled(lane)):
+                    continue  # it closes at once: as for _may_end, not while a handle is still on its way
+                source = self._handle_for(lane, producer) if lane.travel else ("open", None, None)
+                if source is None:
+                    continue
                 lane.starts.remove(start)
-                self._start_actor(lane, producer, stop)
-        if lane.state == "running" and now - lane.born >= lane.plan.lifetime:
+                self._start_actor(lane, producer, stop, source)
+        due = lane.end_requested or now - lane.born >= lane.plan.lifetime
+        if lane.state == "running" and due and self._may_end(lane):
             self._begin_end(lane)
         if lane.state == "stopping" and not lane.live(True) and not any(s[1] for s in lane.starts):
             if self.adapter.producers_ever(lane.owner):
@@ -191,16 +399,23 @@ class Supervisor:
             lane.state = "finished"
         if lane.state != "finished":
             self._watch_progress(lane, now)
+        if lane.travel and not lane.name_gone and lane.owner is not None:
+            if not any(os.path.exists(p) for p in self.adapter.entries(lane.name, self.cfg.backend)):
+                lane.name_gone = True
+                lane.note("its name is gone")
 
     def _begin_end(self, lane: Lane) -> None:
         """Stop the lane's producers (or kill them, when kills are on)."""
         lane.state = "stopping"
+        lane.note("lane ends")
         lane.starts = [s for s in lane.starts if not s[1]]
+        now = time.monotonic()
         for actor in lane.live(True):
-            if self.cfg.kill_rate > 0 and self.end_rng.random() < 0.5:
+            if self.cfg.kill_rate > 0 and self.end_rng.random() < 0.5 and self._killable(actor, now):
                 self._kill(actor)
             else:
                 actor.log.set(board.STOP, 1)
+                lane.note(f"{actor.role} {actor.id} told to stop")
 
     def _abort_lane(self, lane: Lane, why: str) -> None:
         lane.aborted = lane.aborted or why
@@ -250,6 +465,7 @@ class Supervisor:
         self.acceptable["transient_eof"] += log.get(board.TRANSIENT_EOF)
         self.acceptable["transient_epipe"] += log.get(board.TRANSIENT_EPIPE)
         self.acceptable["reserve_aborted"] += log.get(board.ABORTED)
+        self.windows += log.get(board.WINDOWS)
         shown = 0
         with contextlib.suppress(FileNotFoundError), open(log.events_path) as f:
             for line in f:
@@ -257,6 +473,8 @@ class Supervisor:
                 if event["forbidden"]:
                     shown += 1
                     detail = f"{actor.role} {actor.id}: {event['detail']}"
+                    if actor.lane.travel and shown == 1:
+                        detail += f"\nlane history:\n{actor.lane.story()}"
                     self.violations.append(Violation(event["outcome"], where, detail))
         more = log.get(board.VIOLATIONS) - shown
         if more > 0:
@@ -282,14 +500,46 @@ class Supervisor:
                     os.unlink(path)
 
     def _dispose(self, lane: Lane, where: str) -> None:
-        self._dispose_checked(lane.owner, lane.name, where)
+        if not lane.travel:
+            self._dispose_checked(lane.owner, lane.name, where)
+        elif self.cfg.backend not in self.adapter.last_out_unlinks:
+            if lane.owner is not None:
+                self._dispose_checked(lane.owner, lane.name, where)  # the name outlives its handles: unlink it
+        else:
+            self._dispose_travelled(lane, where)
         for actor in lane.actors:
             actor.log.close()
         lane.control.close()
         shutil.rmtree(lane.dir, ignore_errors=True)
 
+    def _dispose_travelled(self, lane: Lane, where: str) -> None:
+        """Nobody unlinks a travel lane's name for it: when the lane ended the
+        ordinary way (every producer closed or was killed, then the last
+        consumer drained and closed), the last handle out must have removed
+        it.  A lane cut short (its actors SIGKILLed) leaves the name by
+        design; it is removed without a verdict."""
+        table = ""
+        if lane.owner is not None:
+            with contextlib.suppress(Exception):
+                table = "; ".join(str(e) for e in self.adapter.dump(lane.owner).get("endpoints", []))
+            self.adapter.release(lane.owner)
+        judged = lane.complete and not lane.aborted and not lane.creator_alive
+        self.travel_lanes["judged" if judged else "cut short"] += 1
+        for path in self.adapter.entries(lane.name, self.cfg.backend):
+            if os.path.exists(path):
+                if judged:
+                    detail = (
+                        f"{path} still exists after every handle of the lane was closed or died "
+                        f"(the last handle out must unlink it); endpoints left: {table or 'none'}"
+                    )
+                    self.violations.append(Violation("leaked", where, detail))
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
     # -- actors -------------------------------------------------------------------------
-    def _start_actor(self, lane: Lane, producer: bool, stop: bool) -> None:
+    def _start_actor(
+        self, lane: Lane, producer: bool, stop: bool, source: tuple[str, bytes | None, Actor | str | None]
+    ) -> None:
         actor_id = self.next_id
         self.next_id += 1
         log = ActorLog(log_path(lane.dir, actor_id), runs=not producer, create=True)
@@ -297,10 +547,11 @@ class Supervisor:
             log.set(board.STOP, 1)
         lane.control.set(board.CUR_PRODUCER if producer else board.CUR_CONSUMER, actor_id)
         rng = random.Random(f"{self.cfg.seed}-actor{actor_id}")
+        kind, ticket, sender = source
         ctx = ActorContext(
             cfg=self.cfg,
             adapter=self.adapter,
-            owner=lane.owner,
+            owner=None if lane.travel else lane.owner,  # a travel lane's actors never use an inherited copy
             name=lane.name,
             plan=lane.plan,
             actor_id=actor_id,
@@ -310,13 +561,28 @@ class Supervisor:
             log=log,
             control=lane.control,
             workdir=lane.dir,
+            ticket=ticket,
+            travel=lane.travel,
         )
-        actor = Actor(actor_id, producer, lane, log)
+        actor = Actor(actor_id, producer, lane, log, source=kind, sender=sender)
+        if lane.travel:
+            self.handles[kind] += 1
         sys.stdout.flush()
-        pid = os.fork()
-        if pid == 0:
-            child_main(ctx)  # never returns
+        if kind == "spawn":
+            # The user's way to hand a ring to a fresh interpreter: pass it to a
+            # spawn Process.  Pickling our view enters a pending entry of ours.
+            proc = multiprocessing.get_context("spawn").Process(target=spawn_main, args=(lane.owner, ctx), daemon=True)
+            proc.start()
+            multiprocessing.process._children.discard(proc)  # type: ignore[attr-defined]  # _reap waits for it
+            assert proc.pid is not None
+            actor.proc, pid = proc, proc.pid
+        else:
+            pid = os.fork()
+            if pid == 0:
+                child_main(ctx)  # never returns
         actor.pid = pid
+        who = sender.id if isinstance(sender, Actor) else sender
+        lane.note(f"{actor.role} {actor.id} pid {pid} started, handle from {kind} ({who})")
         lane.actors.append(actor)
         self.by_pid[pid] = actor
 
@@ -328,14 +594,26 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            creator_of = self.creators.pop(pid, None)
+            if creator_of is not None:
+                creator_of.creator_status = status
+                creator_of.note(f"creator reaped: {exit_text(status)}")
+                if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+                    where = creator_of.where(self.cfg.name)
+                    self.violations.append(Violation("actor_error", where, f"creator pid {pid}: {exit_text(status)}"))
+                continue
             actor = self.by_pid.pop(pid, None)
             if actor is None:
                 continue
             actor.status = status
+            actor.proc = None
+            actor.lane.note(f"{actor.role} {actor.id} reaped: {exit_text(status)}, attached {actor.attached}")
             if not actor.exited_cleanly:
                 lane = actor.lane
                 if actor.producer and lane.state == "running":
-                    self._begin_end(lane)  # a producer that failed is not replaced
+                    self._request_end(lane)  # a producer that failed is not replaced
+                elif actor.producer and lane.state == "stopping" and not self.adapter.producers_ever(lane.owner):
+                    self._abort_lane(lane, f"producer {actor.id} failed ({exit_text(status)})")  # not again and again
                 elif not actor.producer:
                     self._abort_lane(lane, f"consumer {actor.id} failed ({exit_text(status)})")
 
@@ -349,17 +627,24 @@ class Supervisor:
             actor.status = -1
         self.by_pid.pop(actor.pid, None)
         actor.killed = True
+        actor.lane.note(
+            f"{actor.role} {actor.id} SIGKILLed, attached {actor.attached}, phase {actor.log.get(board.PHASE)}"
+        )
         if counted:
             self.kills += 1
 
     def _kill_random(self, now: float) -> None:
-        candidates = [a for lane in self.lanes if lane.state != "finished" for a in lane.live()]
+        candidates = [
+            a for lane in self.lanes if lane.state != "finished" for a in lane.live() if self._killable(a, now)
+        ]
         if not candidates:
             return
         actor = self.kill_rng.choice(candidates)
         lane = actor.lane
         self._kill(actor)
         gap = self.kill_rng.choice((0.0, self.kill_rng.uniform(0, 0.05)))
+        if lane.travel and actor.log.get(board.PHASE) >= board.PHASE_EXITING:
+            return  # it began to close as we chose it: perhaps the last handle out; no successor
         if actor.producer and lane.state == "running":
             lane.starts.append((now + gap, True, False))
         elif not actor.producer:
@@ -423,7 +708,32 @@ class Supervisor:
             "cpu_checks": self.busy.checked,
             "max_blocked_cpu": round(self.busy.highest, 4),
             "delay": self.delay_on,
+            "handles": dict(self.handles),
+            "travel_lanes": dict(self.travel_lanes),
+            "windows": self.windows,
         }
+
+
+def _read_frame(fd: int, timeout: float) -> tuple[bytes, bytes]:
+    """One frame (kind, payload) from a creator; (b"", b"") on EOF or timeout."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    need = FRAME.size
+    kind = b""
+    while len(buf) < need:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return b"", b""
+        chunk = os.read(fd, need - len(buf))
+        if not chunk:
+            return b"", b""
+        buf += chunk
+        if not kind and len(buf) == FRAME.size:
+            kind, size = FRAME.unpack(buf)
+            buf, need = b"", size
+            if size == 0:
+                break
+    return kind, buf
 
 
 def _emit(record: dict[str, Any]) -> None:

@@ -52,6 +52,9 @@ KNOBS = (
     "deadlock_after",
     "busy_cpu",
     "max_ring_mib",
+    "travel",
+    "spawn",
+    "scan_delay",
 )
 
 
@@ -89,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--deadlock-after", type=float, help="seconds without progress that count as a deadlock")
     k.add_argument("--busy-cpu", type=float, help="most CPU share a blocked process may use")
     k.add_argument("--max-ring-mib", type=int, help="largest ring, MiB")
+    k.add_argument(
+        "--travel",
+        type=float,
+        help="share of lanes whose handles travel pickled from a creator process that leaves at once (shm, file)",
+    )
+    k.add_argument("--spawn", type=int, help="actors per cell started as spawned interpreters (in travel lanes)")
+    k.add_argument(
+        "--scan-delay",
+        help="PERMILLE:MAX_US: that share of endpoint-table scans pause mid-way (a preemption), or off",
+    )
     k.add_argument(
         "--broken",
         choices=("", *BROKEN_VARIANTS),
@@ -399,10 +412,20 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         accepted.update(r.get("acceptable", {}))
     checks = sum(r.get("cpu_checks", 0) for r in results)
     worst = max((r.get("max_blocked_cpu", 0.0) for r in results), default=0.0)
+    handles: Counter[str] = Counter()
+    travel: Counter[str] = Counter()
+    for r in results:
+        handles.update(r.get("handles", {}))
+        travel.update(r.get("travel_lanes", {}))
+    windows = sum(r.get("windows", 0) for r in results)
     out.write(
         "acceptable outcomes: "
         + (", ".join(f"{k} x{n}" for k, n in sorted(accepted.items()) if n) or "none")
         + f"\nbusy-wait checks: {checks} (highest CPU share while blocked: {worst:.1%})\n"
+        + "handles that travelled (travel lanes), by sender: "
+        + (", ".join(f"{k} x{n}" for k, n in sorted(handles.items())) or "none")
+        + f"; last-out unlink checked in {travel['judged']} lane(s) ({travel['cut short']} cut short)"
+        + f"\nregistration windows passed by actors: {windows:,}\n"
     )
     for why in dict.fromkeys(not_built.values()):
         cells = ", ".join("/".join(p) for p, w in not_built.items() if w == why)

@@ -82,6 +82,9 @@ class CellConfig:
     busy_cpu: float = 0.25  # most CPU share a blocked process may use
     max_ring_mib: int = 64
     broken: str = ""  # SHMRING_BROKEN for the actors (the harness's own tests)
+    travel: float = 0.0  # share of lanes whose handles travel by pickling (backends that pickle handles)
+    spawn: int = 0  # actors per cell started as real spawned interpreters (first actors of travel lanes)
+    scan_delay: str = "off"  # PERMILLE:MAX_US: endpoint-table scans of actors and creators pause mid-way
     # Not part of what runs:
     scenario: str = "custom"
     fail_fast: bool = False
@@ -97,8 +100,11 @@ class CellConfig:
             raise ValueError("--batch must be at least 1")
         parse_range(self.lane_time, "--lane-time", float)
         parse_delay(self.delay)
+        parse_delay(self.scan_delay)
         if not 0 <= self.zero_copy <= 1:
             raise ValueError("--zero-copy is a share between 0 and 1")
+        if not 0 <= self.travel <= 1 or self.spawn < 0:
+            raise ValueError("--travel is a share between 0 and 1, --spawn a count >= 0")
         if self.kill_rate < 0 or self.deadlock_after <= 0 or self.producers < 1 or self.consumers < 1:
             raise ValueError("--kill-rate must be >= 0, --deadlock-after > 0, --producers/--consumers >= 1")
         if self.duration is None and self.messages is None:
@@ -136,6 +142,9 @@ class CellConfig:
             ("deadlock_after", "--deadlock-after"),
             ("busy_cpu", "--busy-cpu"),
             ("max_ring_mib", "--max-ring-mib"),
+            ("travel", "--travel"),
+            ("spawn", "--spawn"),
+            ("scan_delay", "--scan-delay"),
             ("broken", "--broken"),
         ):
             value = getattr(self, field)
@@ -177,6 +186,8 @@ SCENARIOS: dict[str, list[Scenario]] = {
                 sizes="mixed",
                 capacity="1:64",
                 max_ring_mib=16,
+                travel=0.5,
+                spawn=1,
             ),
         ),
         Scenario(
@@ -190,6 +201,8 @@ SCENARIOS: dict[str, list[Scenario]] = {
                 sizes="mixed",
                 capacity="1:64",
                 max_ring_mib=16,
+                travel=0.5,
+                spawn=1,
             ),
         ),
     ],
@@ -197,10 +210,32 @@ SCENARIOS: dict[str, list[Scenario]] = {
     "tough": [
         Scenario("calm", dict(kill_rate=0.0, delay="off", lane_time="5:60", producers=3, consumers=3)),
         Scenario("delays", dict(kill_rate=0.0, delay="50:300", lane_time="5:60", producers=2, consumers=2)),
-        Scenario("kills", dict(kill_rate=3.0, delay="30:200", lane_time="2:30", producers=3, consumers=3)),
+        Scenario(
+            "kills",
+            dict(
+                kill_rate=3.0,
+                delay="30:200",
+                lane_time="2:30",
+                producers=3,
+                consumers=3,
+                travel=0.3,
+                spawn=2,
+                scan_delay="200:2000",
+            ),
+        ),
         Scenario(
             "storm",
-            dict(kill_rate=10.0, delay="200:1000", lane_time="1:10", producers=4, consumers=4, capacity="1:8"),
+            dict(
+                kill_rate=10.0,
+                delay="200:1000",
+                lane_time="1:10",
+                producers=4,
+                consumers=4,
+                capacity="1:8",
+                travel=0.5,
+                spawn=2,
+                scan_delay="1000:5000",
+            ),
         ),
         Scenario("large", dict(kill_rate=1.0, delay="20:100", lane_time="5:60", sizes="large", max_ring_mib=128)),
     ],

@@ -43,9 +43,20 @@ class LanePlan:
     lifetime: float
     producer_first: bool  # start the producer before the consumer (it fills the ring first)
     start_gap: float  # seconds between the two starts
+    # Travel lanes: a creator process makes the ring, pickles handles for the
+    # actors and leaves (closes, or dies without closing) before or while they
+    # unpickle; the supervisor holds no handle, so the last one out must unlink.
+    travel: bool = False
+    close_first: bool = False  # the creator has left before any actor starts (else they race)
+    creator_delay: float = 0.0  # seconds between "go" and the creator leaving, when they race
+    creator_dies: bool = False  # the creator exits without closing its handle
+    spawn_producer: bool = False  # which first actor is spawned, if this lane spawns one
+    spares: int = 0  # more handles the creator pickles, for replacements with no live peer
+    relay: bool = False  # the creator pickles for the first actor only; the second gets its handle from it
 
 
-def plan_lane(rng: random.Random, cfg: CellConfig) -> LanePlan:
+def plan_lane(rng: random.Random, cfg: CellConfig, first: bool = False) -> LanePlan:
+    """``first``: the cell's first lane, which always travels when --travel is on."""
     lo, hi = parse_sizes(cfg.sizes)
     need = log_uniform_int(rng, lo, hi) + OVERHEAD
     kind = rng.choice(("u1", "u4", "i8x8"))
@@ -61,14 +72,26 @@ def plan_lane(rng: random.Random, cfg: CellConfig) -> LanePlan:
     capacity = rng.choice((cap_lo, min(cap_hi, cap_lo + 1), log_uniform_int(rng, cap_lo, cap_hi)))
     capacity = max(1, min(capacity, cfg.max_ring_mib * MIB // slot_bytes))
     t_lo, t_hi = parse_range(cfg.lane_time, "--lane-time", float)
+    lifetime = rng.uniform(t_lo, t_hi)
+    producer_first = rng.random() < 0.5
+    start_gap = rng.choice((0.0, rng.uniform(0, 0.2)))
+    # Drawn after the rest, so --travel leaves the other draws of a seed alone.
+    travel = cfg.travel > 0 and (first or rng.random() < cfg.travel)
     return LanePlan(
         capacity=capacity,
         dtype=dtype,
         shape=shape,
         slot_bytes=slot_bytes,
-        lifetime=rng.uniform(t_lo, t_hi),
-        producer_first=rng.random() < 0.5,
-        start_gap=rng.choice((0.0, rng.uniform(0, 0.2))),
+        lifetime=lifetime,
+        producer_first=producer_first,
+        start_gap=start_gap,
+        travel=travel,
+        close_first=travel and rng.random() < 0.5,
+        creator_delay=rng.choice((0.0, rng.uniform(0, 0.01))) if travel else 0.0,
+        creator_dies=travel and rng.random() < 0.25,
+        spawn_producer=travel and rng.random() < 0.5,
+        spares=rng.choice((0, 2)) if travel else 0,
+        relay=travel and rng.random() < 0.5,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import queue
 import re
 import shlex
@@ -28,7 +29,7 @@ from hypothesis import strategies as st
 from stress import adapters, cell, message
 from stress.arbiter import ConsumerRecord, LaneRecord, ProducerRecord, judge_total_order
 from stress.cli import run_cell
-from stress.config import CellConfig
+from stress.config import SCENARIOS, CellConfig
 from stress.schedule import Call, Temperament
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,6 +115,7 @@ knobs = st.fixed_dictionaries(
         "capacity": st.sampled_from(["1", "1:4", "1:256"]),
         "zero_copy": st.sampled_from([0.0, 0.5, 1.0]),
         "producers": st.integers(1, 2),
+        "travel": st.sampled_from([0.0, 1.0]),
     }
 )
 
@@ -280,3 +282,109 @@ def test_the_harness_names_a_faked_misbehaviour(monkeypatch: pytest.MonkeyPatch,
     result = cell.Supervisor(cfg, lambda record: None).run()
     names = {v["outcome"] for v in result["violations"]}
     assert outcome in names, result["violations"]
+
+
+# -- travel lanes: handles pickled from a creator that leaves at once -----------------------------
+def test_quick_runs_travel_lanes_with_a_spawned_actor_in_every_scenario() -> None:
+    for scenario in SCENARIOS["quick"]:
+        assert scenario.knobs["travel"] > 0 and scenario.knobs["spawn"] >= 1, scenario
+
+
+def test_a_travel_cell_hands_handles_over_and_the_last_one_out_unlinks() -> None:
+    cfg = CellConfig(
+        structure="ring",
+        sync="lockfree",
+        backend="shm",
+        seed=3,
+        duration=3.0,
+        lane_time="0.5:1.2",
+        kill_rate=4.0,
+        delay="50:200",
+        deadlock_after=5.0,
+        producers=1,
+        consumers=1,
+        sizes="small",
+        travel=1.0,
+        spawn=1,
+        tag=_tag(),
+    )
+    result = run_cell(cfg)
+    assert not result["violations"], _report(result, cfg)
+    assert result["handles"].get("spawn") == 1, result["handles"]
+    assert result["handles"].get("creator", 0) >= 1, result["handles"]
+    assert result["travel_lanes"].get("judged", 0) >= 1, result
+    assert result["windows"] > 0, result  # the actors pass the registration windows the delays widen
+
+
+class _Uncounted:
+    """A handle pickled as before the lifetime rules: by name, with no pending entry."""
+
+    def __init__(self, name: str, backend: str):
+        self.name, self.backend = name, backend
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from shmring import ring
+
+        return (ring._attach, (self.name, self.backend, 0))
+
+
+class _FakeLifetime(adapters.RingAdapter):
+    """The real ring with one lifetime bug imitated from outside shmring."""
+
+    def __init__(self, fault: str):
+        self.fault = fault
+
+    def create(self, name: str | None, backend: str, sync: str, plan: Any) -> Any:
+        owner = super().create(name, backend, sync, plan)
+        owner._made_here = True  # in the creator process only
+        return owner
+
+    def export(self, handle: Any) -> bytes:
+        if self.fault == "uncounted_in_flight":  # a handle in flight keeps nothing alive
+            return pickle.dumps(_Uncounted(handle.name, handle.backend))
+        return super().export(handle)
+
+    def close(self, handle: Any) -> None:
+        if self.fault == "creator_unlinks" and getattr(handle, "_made_here", False):
+            handle._region.unlink()  # the old rule: the creator removes the name when it closes
+        if self.fault == "last_out_keeps" and handle._holder_slot is not None:
+            handle._table.unregister(handle._holder_slot)  # leaves without asking whether it was the last
+            handle._holder_slot = None
+        super().close(handle)
+
+
+@pytest.mark.parametrize(
+    ("fault", "outcomes"),
+    [
+        # The actors cannot attach: the name went with the creator, or with the creator's close
+        # because the handles in flight did not count.
+        ("creator_unlinks", {"actor_error"}),
+        ("uncounted_in_flight", {"actor_error"}),
+        # Nobody removes the name: the last handle out left it behind.
+        ("last_out_keeps", {"leaked"}),
+    ],
+)
+def test_travel_lanes_catch_a_faked_lifetime_bug(
+    monkeypatch: pytest.MonkeyPatch, fault: str, outcomes: set[str]
+) -> None:
+    monkeypatch.setitem(adapters.ADAPTERS, "fake", _FakeLifetime(fault))
+    cfg = CellConfig(
+        structure="fake",
+        backend="shm",
+        duration=3.0,
+        lane_time="0.5:1",
+        kill_rate=2.0,
+        producers=1,
+        consumers=1,
+        sizes="small",
+        capacity="1:16",
+        travel=1.0,
+        fail_fast=True,
+        tag=_tag(),
+    )
+    t0 = time.monotonic()
+    result = cell.Supervisor(cfg, lambda record: None).run()
+    names = {v["outcome"] for v in result["violations"]}
+    assert names & outcomes, result["violations"]
+    assert names <= outcomes | {"lost"}, result["violations"]
+    assert time.monotonic() - t0 < 15
