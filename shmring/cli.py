@@ -84,14 +84,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not segs:
         print("no shmring segments in /dev/shm")
         return 0
-    print(f"{'name':<40} {'kind':<5} {'capacity':>9} {'shape':<12} {'dtype':<8} {'used':>9} {'P/C':>5}  created")
+    head = f"{'name':<40} {'kind':<5} {'capacity':>9} {'shape':<12} {'dtype':<8} {'used':>9} {'open':>4} {'P/C':>5}"
+    print(f"{head}  created")
     for s in segs:
-        prod = sum(e.alive for e in s["endpoints"] if e.role == "producer")
-        cons = sum(e.alive for e in s["endpoints"] if e.role == "consumer")
+        live = [e.role for e in s["endpoints"] if e.alive]
+        handles = live.count("holder") + live.count("pending")  # open, or pickled and in flight
         flag = "  (abandoned)" if _abandoned(s) else ""
+        roles = f"{live.count('producer'):>2}/{live.count('consumer'):<2}"
         print(
             f"{s['name']:<40} {s['kind']:<5} {s['capacity']:>9} {s['shape']!s:<12} {s['dtype']:<8} "
-            f"{s['qsize']:>9} {prod:>2}/{cons:<2}  {s['created']}{flag}"
+            f"{s['qsize']:>9} {handles:>4} {roles}  {s['created']}{flag}"
         )
     return 0
 
