@@ -1,5 +1,5 @@
 """``shmring bench``: what a Ring costs next to the standard ways of moving
-numpy arrays between two processes.
+numpy arrays between processes.
 
 Every measurement runs between processes forked from this one
 (multiprocessing start method "fork"); none of them runs threads of its own
@@ -11,6 +11,10 @@ besides what the transport under test starts.  The sections of the report:
   process for a fixed time: Ring ``put``/``get``, ``put_many``/``get_many``
   and ``reserve``/``borrow``, then the peers ``multiprocessing.Queue``,
   ``multiprocessing.Pipe`` and a raw ``os.pipe``.
+* **Many producers and consumers.**  2 and 4 producer processes send into
+  one queue that as many consumer processes take from: the peers
+  ``multiprocessing.Queue`` and ``faster_fifo.Queue`` (when installed: the
+  ``bench`` extra) now, Ring rows with the multi-producer Ring.
 * **Ping-pong.**  A sends a 64-byte array, B echoes it back, A times each
   round trip.
 * **Idle CPU.**  The CPU time a consumer spends blocked in ``ring.get()``
@@ -19,9 +23,10 @@ besides what the transport under test starts.  The sections of the report:
 The report ends with the CPU that other processes took during each section:
 on a small machine, more than a few percent shows in the numbers.
 
-Every message carries its sequence number, which every consumer checks on
-every message, so a lost, duplicated, reordered, truncated or torn message
-fails the run (``main`` returns 1).  See docs/bench.md.
+Every message carries its sequence number (and, with many producers, its
+producer), which every consumer checks on every message, so a lost,
+duplicated, reordered, truncated or torn message fails the run (``main``
+returns 1).  See docs/bench.md.
 
 The modules, from the command line down:
 
@@ -32,6 +37,7 @@ The modules, from the command line down:
 ``report.py``             header, footer, number formats, ``Table``
 ``measurements.py``       how a cell is timed and checked, in forked children
 ``transports.py``         one-way transports of the throughput section (Ring rows, peers)
+``multi.py``              shared-queue transports of the many-producers section, its stamps
 ``pings.py``              two-way links of the ping-pong section
 ``children.py``           forking children, collecting their values, failing loudly
 ``messages.py``           message buffers, sequence stamps and their checks, raw pipe I/O

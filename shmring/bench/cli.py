@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shmring bench",
         description="Throughput, latency, copy floor and idle CPU of shmring.Ring against "
-        "multiprocessing.Queue, multiprocessing.Pipe and os.pipe, between two processes.",
+        "multiprocessing.Queue, multiprocessing.Pipe, os.pipe and faster-fifo (when installed), between processes.",
     )
     parser.add_argument("--quick", action="store_true", help="a tiny run of a few seconds (for tests)")
     parser.add_argument(

@@ -49,10 +49,12 @@ class Settings:
     round_trips: int  # timed ping-pong round trips per transport
     warmup_round_trips: int
     idle_seconds: float
+    many_topologies: tuple[tuple[int, int], ...]  # (producers, consumers) of the many-producers section
+    many_sizes: tuple[int, ...]  # its item sizes (it sends for cell_seconds too)
 
 
-DEFAULT = Settings(DEFAULT_SIZES, 0.5, 0.25, 5000, 500, 2.0)
-QUICK = Settings(QUICK_SIZES, 0.05, 0.02, 300, 50, 0.5)
+DEFAULT = Settings(DEFAULT_SIZES, 0.5, 0.25, 5000, 500, 2.0, ((2, 2), (4, 4)), (64, 64 * KiB))
+QUICK = Settings(QUICK_SIZES, 0.05, 0.02, 300, 50, 0.5, ((2, 2),), (64,))
 
 
 def fmt_size(size: int) -> str:

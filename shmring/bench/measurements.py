@@ -1,6 +1,7 @@
 """How each cell is measured: forked children, timed, every message checked.
 
 ``measure_throughput`` runs one transport (transports.py) at one size,
+``measure_many`` one multi-transport (multi.py) at one size and topology,
 ``measure_pingpong`` one link (pings.py), ``measure_copy_floor`` the
 ``np.copyto`` bound in this process, ``measure_idle`` a consumer blocked in
 ``ring.get()``.  Each returns a record from results.py or raises BenchError.
@@ -10,11 +11,13 @@ meanwhile.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import resource
 import sys
 import time
+from collections.abc import Callable, Sequence
 from multiprocessing.context import ForkContext
 from multiprocessing.synchronize import Barrier, Event
 
@@ -25,8 +28,9 @@ from ..ring import Ring
 from .children import run_children
 from .config import CHILD_GRACE_S, CHUNK_BYTES, COLD_BYTES, FLOOR_PERCENT_FROM, fmt_size
 from .messages import message
+from .multi import END, MARK, PRODUCER_SHIFT, SEQ_MASK, MultiTransport, Topology
 from .pings import Ping
-from .results import BenchError, CopyFloor, IdleCpu, PingPong, Throughput
+from .results import BenchError, CopyFloor, IdleCpu, ManyToMany, PingPong, Throughput
 from .transports import Cell, Transport
 
 # -- throughput ----------------------------------------------------------------------------
@@ -93,6 +97,99 @@ def measure_throughput(ctx: ForkContext, kind: type[Transport], size: int, secon
         seconds=elapsed,
         msgs_per_s=received / elapsed,
         gb_per_s=received * size / elapsed / 1e9,
+    )
+
+
+# -- many producers and consumers ------------------------------------------------------------
+
+
+def _produce_many(transport: MultiTransport, producer: int, barrier: Barrier) -> tuple[int, int]:
+    """Producer child: warm up, mark, send for ``topo.seconds``, end.
+    Returns (clock at the first timed send in ns, messages sent in all)."""
+    topo = transport.topo
+    transport.in_producer(producer)
+    transport.send(0, topo.warmup)
+    for _ in range(topo.consumers):
+        transport.send(MARK, 1)
+    barrier.wait(CHILD_GRACE_S)
+    t0 = time.monotonic_ns()
+    deadline = t0 + int(topo.seconds * 1e9)
+    seq = topo.warmup
+    while time.monotonic_ns() < deadline:
+        transport.send(seq, topo.chunk)
+        seq += topo.chunk
+    for _ in range(topo.consumers):
+        transport.send(END, 1)
+    return t0, seq
+
+
+def _consume_many(transport: MultiTransport, barrier: Barrier) -> tuple[int, npt.NDArray[np.uint64]]:
+    """Consumer child: take until P warm-up markers, meet the producers, take
+    until P end markers.  Returns (clock at the end in ns, the stamps taken)."""
+    transport.in_consumer()
+    last = [-1] * transport.topo.producers
+    taken: list[int] = []
+    transport.receive(last, MARK, taken)
+    barrier.wait(CHILD_GRACE_S)
+    transport.receive(last, END, taken)
+    return time.monotonic_ns(), np.array(taken, dtype=np.uint64)
+
+
+def check_many(label: str, sent: Sequence[int], taken: Sequence[npt.NDArray[np.uint64]]) -> None:
+    """Every message ``0 .. sent[p]-1`` of every producer p arrived at exactly
+    one consumer (``taken``: the stamps each consumer took); BenchError naming
+    the first message lost, duplicated or never sent otherwise."""
+    stamps = np.concatenate([np.asarray(t, dtype=np.uint64) for t in taken])
+    producers = stamps >> np.uint64(PRODUCER_SHIFT)
+    if len(stamps) and int(producers.max()) >= len(sent):
+        raise BenchError(f"{label}: a message arrived from producer {int(producers.max())} of {len(sent)}")
+    for producer, count in enumerate(sent):
+        seqs = (stamps[producers == producer] & np.uint64(SEQ_MASK)).astype(np.int64)
+        times = np.bincount(seqs, minlength=count)
+        if len(times) > count:
+            raise BenchError(
+                f"{label}: producer {producer} message {len(times) - 1} arrived but only {count} were sent"
+            )
+        if (times != 1).any():
+            seq = int(np.flatnonzero(times != 1)[0])
+            what = "was lost" if times[seq] == 0 else f"arrived {times[seq]} times"
+            raise BenchError(f"{label}: producer {producer} message {seq} {what} (of {count} sent)")
+
+
+def measure_many(
+    ctx: ForkContext, kind: type[MultiTransport], size: int, producers: int, consumers: int, seconds: float
+) -> ManyToMany:
+    """Run one cell: ``producers`` + ``consumers`` fresh processes on one queue."""
+    topo = Topology.for_size(size, producers, consumers, seconds)
+    transport = kind(ctx, topo)
+    name = f"{fmt_size(size)} {kind.label} {producers}Px{consumers}C"
+    try:
+        barrier = ctx.Barrier(producers + consumers)
+        jobs: list[tuple[str, Callable[[], object]]] = [
+            (f"{name} producer {p}", functools.partial(_produce_many, transport, p, barrier)) for p in range(producers)
+        ]
+        jobs += [
+            (f"{name} consumer {c}", functools.partial(_consume_many, transport, barrier)) for c in range(consumers)
+        ]
+        values = run_children(ctx, jobs, timeout=seconds + CHILD_GRACE_S, after_start=transport.in_parent)
+    finally:
+        transport.close()
+    starts, sent = zip(*values[:producers], strict=True)
+    ends, taken = zip(*values[producers:], strict=True)
+    check_many(name, sent, taken)
+    timed = sum(sent) - producers * topo.warmup
+    elapsed = (max(ends) - min(starts)) / 1e9
+    return ManyToMany(
+        size=size,
+        transport=kind.label,
+        ring=kind.ring,
+        producers=producers,
+        consumers=consumers,
+        capacity=topo.capacity,
+        messages=timed,
+        seconds=elapsed,
+        msgs_per_s=timed / elapsed,
+        gb_per_s=timed * size / elapsed / 1e9,
     )
 
 

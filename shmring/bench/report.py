@@ -90,14 +90,15 @@ class Table:
 def print_header(peers: Sequence[tuple[str, str]], out: TextIO) -> None:
     """What ran where, and one line per peer: (label, what it is and does)."""
     lines = [
-        f"shmring bench {__version__}: 1 producer process -> 1 consumer process "
-        f'(multiprocessing start method "{START_METHOD}")',
+        f"shmring bench {__version__}: 1 producer process -> 1 consumer process, "
+        'but P producers -> C consumers in "Many producers and consumers"',
         f"Python {platform.python_version()}, numpy {np.__version__}, {platform.system()} {platform.release()} "
-        f"{platform.machine()}, {os.cpu_count()} CPUs.  GB/s = 10^9 bytes/s.",
-        "Items are uint8 arrays of shape (size,); each carries its sequence number in its first and last 8 bytes,",
-        "checked by the consumer on every message.",
+        f'{platform.machine()}, {os.cpu_count()} CPUs, start method "{START_METHOD}".  GB/s = 10^9 bytes/s.',
+        "Items are uint8 arrays of shape (size,); each carries its sequence number (and producer) in its first and",
+        "last 8 bytes, checked by the consumer on every message.",
     ]
-    lines += [f"{'Peers:' if i == 0 else '':<8}{label:<8}  {about}" for i, (label, about) in enumerate(peers)]
+    width = max((len(label) for label, _ in peers), default=0)
+    lines += [f"{'Peers:' if i == 0 else '':<8}{label:<{width}}  {about}" for i, (label, about) in enumerate(peers)]
     lines.append("")
     print("\n".join(lines), file=out)
 

@@ -52,6 +52,25 @@ class Throughput:
 
 
 @dataclasses.dataclass(frozen=True)
+class ManyToMany:
+    """One many-producers cell: ``producers`` processes sent for a fixed
+    time into one queue that ``consumers`` processes took from; ``messages``
+    timed items of ``size`` bytes arrived in ``seconds``, from the first
+    producer's first timed send until the last consumer saw the end."""
+
+    size: int
+    transport: str
+    ring: bool  # a Ring row (else a peer)
+    producers: int
+    consumers: int
+    capacity: int  # messages the queue holds (Ring slots, mp.Queue maxsize)
+    messages: int
+    seconds: float
+    msgs_per_s: float
+    gb_per_s: float
+
+
+@dataclasses.dataclass(frozen=True)
 class PingPong:
     """Round trips of a 64-byte array: A sends, B echoes, A times."""
 
@@ -79,6 +98,7 @@ class Report:
     meta: dict[str, Any]
     copy_floor: list[CopyFloor] = dataclasses.field(default_factory=list)
     throughput: list[Throughput] = dataclasses.field(default_factory=list)
+    many_to_many: list[ManyToMany] = dataclasses.field(default_factory=list)
     pingpong: list[PingPong] = dataclasses.field(default_factory=list)
     idle: IdleCpu | None = None
 
@@ -94,5 +114,7 @@ def meta(settings: Settings) -> dict[str, Any]:
         "start_method": START_METHOD,
         "cell_seconds": settings.cell_seconds,
         "sizes": list(settings.sizes),
+        "many_topologies": [list(t) for t in settings.many_topologies],
+        "many_sizes": list(settings.many_sizes),
         "round_trips": settings.round_trips,
     }

@@ -9,6 +9,7 @@ from typing import TextIO
 
 from .config import START_METHOD, Settings
 from .measurements import OtherLoad
+from .multi import multi_transports
 from .report import print_header, print_other_load
 from .results import Report, meta
 from .sections import SECTIONS
@@ -23,7 +24,9 @@ def run(settings: Settings, out: TextIO | None = None) -> Report:
     report = Report(meta=meta(settings))
     other: dict[str, float | None] = {}
     load = OtherLoad()
-    print_header([(kind.label, kind.about) for kind in PEER_TRANSPORTS], out)
+    peers = {kind.label: kind.about for kind in PEER_TRANSPORTS}
+    peers.update({kind.label: kind.about for kind in multi_transports() if not kind.ring and kind.label not in peers})
+    print_header(list(peers.items()), out)
     for section in SECTIONS:
         section.run(ctx, settings, report, out)
         if section.load is not None:

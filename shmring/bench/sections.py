@@ -4,8 +4,8 @@ and the table it prints as it goes.
 A section is a ``Section`` subclass listed in ``SECTIONS``: its ``run``
 measures its rows (measurements.py) into the ``Report`` and prints them with
 the tools of report.py.  A new transport in an existing section is one class
-in transports.py or pings.py; a new section (multi-producer rows, say) is a
-record in results.py, its measurement, and a ``Section`` here.
+in transports.py, multi.py or pings.py; a new section is a record in
+results.py, its measurement, and a ``Section`` here.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from multiprocessing.context import ForkContext
 from typing import ClassVar, TextIO
 
 from .config import COLD_BYTES, PING_BYTES, Settings, fmt_size
-from .measurements import measure_copy_floor, measure_idle, measure_pingpong, measure_throughput
+from .measurements import measure_copy_floor, measure_idle, measure_many, measure_pingpong, measure_throughput
+from .multi import multi_transports
 from .pings import PINGS, RingPing
 from .report import Column, Table, fmt_gb, fmt_rate, fmt_ratio
-from .results import CopyFloor, Report, Throughput
+from .results import CopyFloor, ManyToMany, Report, Throughput
 from .transports import PEER_TRANSPORTS, RING_TRANSPORTS
 
 
@@ -131,6 +132,91 @@ class ThroughputSection(Section):
             print(self.table.row(cells), file=out)
 
 
+class ManySection(Section):
+    """P producer processes and C consumer processes share one queue, for each
+    topology of ``settings.many_topologies`` (2Px2C and 4Px4C; --quick: 2Px2C)
+    and each size of ``settings.many_sizes`` (64 B and 64 KiB; --quick: 64 B).
+    Each producer sends uint8 arrays for ``cell_seconds`` after a warm-up of
+    one pass over the queue; msgs/s and GB/s are what the consumers received
+    together, from the first producer's first timed send until the last
+    consumer saw the end of the stream.  Capacity is the single-pair rows'
+    (mp.Queue ``maxsize``; faster-fifo: bytes for as many messages).
+
+    Every message carries its producer and sequence number (multi.py); every
+    consumer checks that each producer's messages reach it in increasing
+    order, and at the end every message sent must have reached exactly one
+    consumer (``check_many``): BenchError otherwise.
+
+    Peers: ``multiprocessing.Queue`` (``put(array)``/``get()``, pickled) and,
+    when ``import faster_fifo`` works, ``faster_fifo.Queue`` one message per
+    ``put``/``get`` with raw bytes instead of pickle (``put`` of
+    ``array.tobytes()``, ``get`` into a fresh ``np.frombuffer`` copy: the
+    consumer holds an array, as with ``ring.get()``; not ``get_many``, which
+    batches).  Ring rows (``MULTI_RING_TRANSPORTS``) come with the
+    multi-producer Ring; each would show how many times faster it is than
+    each peer of the same size and topology (``ring_vs_peers``)."""
+
+    load = "many producers"
+    table = Table(
+        Column("size", 8),
+        Column("transport", 24, "<"),
+        Column("PxC", 5, before=" "),
+        Column("cap", 5, before=" "),
+        Column("msgs/s", 9),
+        Column("GB/s", 8),
+        Column("Ring vs peers (msgs/s ratio)", before="   "),
+    )
+
+    def run(self, ctx: ForkContext, settings: Settings, report: Report, out: TextIO) -> None:
+        kinds = multi_transports()
+        print(file=out)
+        print(
+            f"Many producers and consumers: P producer processes -> one queue -> C consumer processes; each producer "
+            f"sends for {settings.cell_seconds:g} s after a warm-up (together, one pass over the queue)",
+            file=out,
+        )
+        print(self.table.heading(), file=out)
+        for size in settings.many_sizes:
+            for producers, consumers in settings.many_topologies:
+                rows = [measure_many(ctx, kind, size, producers, consumers, settings.cell_seconds) for kind in kinds]
+                report.many_to_many += rows
+                for row, notes in zip(rows, ring_vs_peers(rows), strict=True):
+                    print(self.table.row(self.cells(row, notes)), file=out)
+                out.flush()
+        if not any(kind.ring for kind in kinds):
+            print("  Ring rows come with the multi-producer Ring (Ring(..., multi_producer=True))", file=out)
+
+    @staticmethod
+    def cells(row: ManyToMany, notes: str) -> list[str]:
+        return [
+            fmt_size(row.size),
+            row.transport,
+            f"{row.producers}x{row.consumers}",
+            str(row.capacity),
+            fmt_rate(row.msgs_per_s),
+            fmt_gb(row.gb_per_s),
+            notes,
+        ]
+
+
+def ring_vs_peers(rows: Sequence[ManyToMany]) -> list[str]:
+    """The "Ring vs peers" cell of each row: for a Ring row, how many times
+    its msgs/s exceed each peer row's of the same size and topology
+    (``x3.1 mp.Queue, x1.2 faster-fifo``); empty for peers and where no peer
+    matches."""
+    notes = []
+    for row in rows:
+        peers = [
+            p
+            for p in rows
+            if not p.ring and (p.size, p.producers, p.consumers) == (row.size, row.producers, row.consumers)
+        ]
+        notes.append(
+            ", ".join(f"{fmt_ratio(row.msgs_per_s / p.msgs_per_s)} {p.transport}" for p in peers) if row.ring else ""
+        )
+    return notes
+
+
 class PingPongSection(Section):
     """A sends a 64-byte array, B echoes it back, A times each round trip;
     median and 99th percentile in microseconds."""
@@ -187,4 +273,10 @@ class IdleSection(Section):
         )
 
 
-SECTIONS: tuple[Section, ...] = (CopyFloorSection(), ThroughputSection(), PingPongSection(), IdleSection())
+SECTIONS: tuple[Section, ...] = (
+    CopyFloorSection(),
+    ThroughputSection(),
+    ManySection(),
+    PingPongSection(),
+    IdleSection(),
+)
