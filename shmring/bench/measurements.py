@@ -36,6 +36,17 @@ from .transports import Cell, Transport
 # -- throughput ----------------------------------------------------------------------------
 
 
+def _send_for(send: Callable[[int, int], None], seq: int, chunk: int, seconds: float) -> tuple[int, int]:
+    """Send chunks of stamped messages from ``seq`` for ``seconds``; returns
+    (clock at the first send in ns, the next sequence number)."""
+    t0 = time.monotonic_ns()
+    deadline = t0 + int(seconds * 1e9)
+    while time.monotonic_ns() < deadline:
+        send(seq, chunk)
+        seq += chunk
+    return t0, seq
+
+
 def _produce(transport: Transport, barrier: Barrier) -> tuple[int, int]:
     """Producer child: warm up, then send for ``cell.seconds``.
     Returns (clock at the first timed send in ns, messages timed)."""
@@ -43,12 +54,7 @@ def _produce(transport: Transport, barrier: Barrier) -> tuple[int, int]:
     transport.in_producer()
     transport.send(0, cell.warmup)
     barrier.wait(CHILD_GRACE_S)
-    t0 = time.monotonic_ns()
-    deadline = t0 + int(cell.seconds * 1e9)
-    seq = cell.warmup
-    while time.monotonic_ns() < deadline:
-        transport.send(seq, cell.chunk)
-        seq += cell.chunk
+    t0, seq = _send_for(transport.send, cell.warmup, cell.chunk, cell.seconds)
     transport.end()
     return t0, seq - cell.warmup
 
@@ -112,12 +118,7 @@ def _produce_many(transport: MultiTransport, producer: int, barrier: Barrier) ->
     for _ in range(topo.consumers):
         transport.send(MARK, 1)
     barrier.wait(CHILD_GRACE_S)
-    t0 = time.monotonic_ns()
-    deadline = t0 + int(topo.seconds * 1e9)
-    seq = topo.warmup
-    while time.monotonic_ns() < deadline:
-        transport.send(seq, topo.chunk)
-        seq += topo.chunk
+    t0, seq = _send_for(transport.send, topo.warmup, topo.chunk, topo.seconds)
     for _ in range(topo.consumers):
         transport.send(END, 1)
     return t0, seq
