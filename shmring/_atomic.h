@@ -71,7 +71,8 @@ enum broken_variant {
     BROKEN_NONE = 0,
     BROKEN_PUBLISH_BEFORE_COPY, /* publish head, then copy the slot */
     BROKEN_RELAXED_PUBLISH,     /* model aarch64: half the slot's stores land after the index */
-    BROKEN_OVERWRITE_UNRELEASED /* producer believes it has one more slot than it has */
+    BROKEN_OVERWRITE_UNRELEASED, /* producer believes it has one more slot than it has */
+    BROKEN_SKIP_ABANDONED_CHECK  /* MPMC consumer delivers a dead producer's hole as an item */
 };
 
 static int broken = BROKEN_NONE;
@@ -131,6 +132,7 @@ read_test_environment(void)
         if (strcmp(b, "publish_before_copy") == 0) broken = BROKEN_PUBLISH_BEFORE_COPY;
         else if (strcmp(b, "relaxed_publish") == 0) broken = BROKEN_RELAXED_PUBLISH;
         else if (strcmp(b, "overwrite_unreleased") == 0) broken = BROKEN_OVERWRITE_UNRELEASED;
+        else if (strcmp(b, "skip_abandoned_check") == 0) broken = BROKEN_SKIP_ABANDONED_CHECK;
     }
 }
 

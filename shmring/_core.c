@@ -16,17 +16,14 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#define PY_ARRAY_UNIQUE_SYMBOL shmring_ARRAY_API
 #include <numpy/arrayobject.h>
 
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 
-#include "_atomic.h"
-#include "_spsc.h"
-
-/* Copies at least this large run with the GIL released. */
-#define NOGIL_COPY_BYTES ((size_t)64 * 1024)
+#include "_ring.h"
 
 /* ------------------------------------------------------------------ */
 /* Errors */
@@ -43,7 +40,7 @@ layout_error_type(void)
     return cls;
 }
 
-static void
+void
 raise_layout(const char *fmt, ...)
 {
     char msg[256];
@@ -346,23 +343,6 @@ core_futex_wake(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromLong(rc);
 }
 
-typedef struct {
-    PyObject_HEAD
-    Py_buffer view;
-    int bound;
-    spsc_t q;       /* where the ring's words and slots are (see _spsc.h) */
-    PyArray_Descr *descr;
-    int ndim;
-    npy_intp shape[NPY_MAXDIMS];
-    int role;       /* ROLE_* bits this handle has registered for */
-    int views;      /* ROLE_* bits with a reserve()/borrow() view open */
-    int64_t next_liveness_ns; /* when the put fast path next detours to check peers */
-    int inflight;   /* operations running without the GIL on this mapping */
-    int closing;    /* release the buffer when inflight drops to 0 */
-    int refusing;   /* close() has begun: no new operation starts */
-    int put_busy;   /* a put is copying without the GIL */
-    int get_busy;   /* a get is copying without the GIL */
-} SpscRing;
 
 static PyObject *str_put_slow, *str_get_slow, *str_safe;
 
@@ -380,7 +360,7 @@ ring_release_buffer(SpscRing *r)
     }
 }
 
-static void
+void
 ring_end_inflight(SpscRing *r)
 {
     r->inflight--;
@@ -423,9 +403,9 @@ ring_bind(SpscRing *r, PyObject *args)
 {
     PyObject *buffer, *dtype_obj, *shape_obj, *offsets;
     unsigned long long capacity;
-    Py_ssize_t slot_size, data_off;
-    if (!PyArg_ParseTuple(args, "OKnnOOO:_bind", &buffer, &capacity, &slot_size, &data_off, &dtype_obj,
-                          &shape_obj, &offsets)) {
+    Py_ssize_t slot_size, data_off, seq_off = 0;
+    if (!PyArg_ParseTuple(args, "OKnnOOO|n:_bind", &buffer, &capacity, &slot_size, &data_off, &dtype_obj,
+                          &shape_obj, &offsets, &seq_off)) {
         return NULL;
     }
     if (r->bound) {
@@ -527,6 +507,8 @@ ring_bind(SpscRing *r, PyObject *args)
     r->q.data = r->q.base + data_off;
     r->q.capacity = capacity;
     r->q.slot_size = (size_t)slot_size;
+    r->multi = 0;
+    if (seq_off != 0 && mring_bind(r, seq_off, data_off) < 0) goto fail;
     r->ndim = (int)ndim;
     Py_XSETREF(r->descr, descr);
     r->bound = 1;
@@ -573,6 +555,8 @@ ring_after_fork(SpscRing *r, PyObject *unused)
     r->role = 0;
     r->inflight = 0;
     r->next_liveness_ns = 0;
+    /* The parent's endpoint entries (and their announcements) are not ours. */
+    memset(r->claim, 0, sizeof r->claim);
     if (r->closing) {
         ring_release_buffer(r);
     }
@@ -620,6 +604,7 @@ item_is_exact(SpscRing *r, PyObject *item, int batch)
 static Py_ssize_t
 ring_try_put_raw(SpscRing *r, const char *src, uint64_t n)
 {
+    if (r->multi) return mring_try_put_raw(r, src, n);
     /* Relaxed: head is written only by this (the producing) side. */
     uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_relaxed);
     uint64_t space;
@@ -643,11 +628,25 @@ ring_try_put_raw(SpscRing *r, const char *src, uint64_t n)
     return (Py_ssize_t)k;
 }
 
+/* A new array for k items: the item's shape, with a leading axis of k when
+ * batch (else k is 1). */
+PyObject *
+ring_new_items(SpscRing *r, uint64_t k, int batch)
+{
+    npy_intp dims[NPY_MAXDIMS];
+    int nd = r->ndim + batch;
+    if (batch) dims[0] = (npy_intp)k;
+    memcpy(dims + batch, r->shape, sizeof(npy_intp) * (size_t)r->ndim);
+    Py_INCREF(r->descr);
+    return PyArray_NewFromDescr(&PyArray_Type, r->descr, nd, dims, NULL, NULL, 0, NULL);
+}
+
 /* Take up to max items into a new array (batch adds the leading axis).
  * Returns the array, Py_None (borrowed, not increfed) when empty, or NULL. */
 static PyObject *
 ring_try_get_raw(SpscRing *r, uint64_t max, int batch)
 {
+    if (r->multi) return mring_try_get_raw(r, max, batch);
     /* Relaxed: tail is written only by this (the consuming) side. */
     uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_relaxed);
     uint64_t avail;
@@ -656,12 +655,7 @@ ring_try_get_raw(SpscRing *r, uint64_t max, int batch)
     if (ring_consumer_avail(r, tail, max, &avail) < 0) return NULL;
     if (avail == 0) return Py_None;
     uint64_t k = avail < max ? avail : max;
-    npy_intp dims[NPY_MAXDIMS];
-    int nd = r->ndim + batch;
-    if (batch) dims[0] = (npy_intp)k;
-    memcpy(dims + batch, r->shape, sizeof(npy_intp) * (size_t)r->ndim);
-    Py_INCREF(r->descr);
-    PyObject *out = PyArray_NewFromDescr(&PyArray_Type, r->descr, nd, dims, NULL, NULL, 0, NULL);
+    PyObject *out = ring_new_items(r, k, batch);
     if (out == NULL) return NULL;
     char *dst = PyArray_BYTES((PyArrayObject *)out);
     size_t bytes = (size_t)k * r->q.slot_size;
@@ -859,7 +853,7 @@ ring_get_nowait(SpscRing *r, PyObject *unused)
     return get_common(r, Py_False, Py_None);
 }
 
-static int
+int
 check_producer_call(SpscRing *r, int ends_view)
 {
     if (ring_check_open(r) < 0) return -1;
@@ -874,14 +868,16 @@ check_producer_call(SpscRing *r, int ends_view)
     }
     if (r->put_busy) {
         PyErr_SetString(PyExc_RuntimeError,
-                        "this handle is producing from another thread; a single-producer ring "
-                        "takes one producing thread");
+                        r->multi ? "this handle is producing from another thread; give each producing thread "
+                                   "its own handle (Ring.attach)"
+                                 : "this handle is producing from another thread; a single-producer ring "
+                                   "takes one producing thread");
         return -1;
     }
     return 0;
 }
 
-static int
+int
 check_consumer_call(SpscRing *r, int ends_view)
 {
     if (ring_check_open(r) < 0) return -1;
@@ -895,8 +891,10 @@ check_consumer_call(SpscRing *r, int ends_view)
     }
     if (r->get_busy) {
         PyErr_SetString(PyExc_RuntimeError,
-                        "this handle is consuming from another thread; a single-consumer ring "
-                        "takes one consuming thread");
+                        r->multi ? "this handle is consuming from another thread; give each consuming thread "
+                                   "its own handle (Ring.attach)"
+                                 : "this handle is consuming from another thread; a single-consumer ring "
+                                   "takes one consuming thread");
         return -1;
     }
     return 0;
@@ -964,15 +962,19 @@ ring_try_get_many(SpscRing *r, PyObject *arg)
     return out;
 }
 
-/* _write_claim() -> index (0..capacity-1) of the next free slot, or -1 when full. */
+/* _write_claim() -> index (0..capacity-1) of the next free slot, or -1 when
+ * full.  On success the reserve() view counts as open (set here, so that no
+ * Python-level interruption can leave a claimed slot unaccounted for). */
 static PyObject *
 ring_write_claim(SpscRing *r, PyObject *unused)
 {
     if (check_producer_call(r, 0) < 0) return NULL;
+    if (r->multi) return mring_write_claim(r);
     uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_relaxed);
     uint64_t space;
     if (ring_producer_space(r, head, 1, &space) < 0) return NULL;
     if (space == 0) return PyLong_FromLong(-1);
+    r->views |= ROLE_PRODUCER;
     return PyLong_FromUnsignedLongLong(head % r->q.capacity);
 }
 
@@ -981,6 +983,7 @@ static PyObject *
 ring_write_publish(SpscRing *r, PyObject *unused)
 {
     if (check_producer_call(r, 1) < 0) return NULL;
+    if (r->multi) return mring_write_finish(r, 0);
     uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_relaxed);
     uint64_t space;
     if (ring_producer_space(r, head, 1, &space) < 0) return NULL;
@@ -993,8 +996,20 @@ ring_write_publish(SpscRing *r, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* _write_abort(): the reserve() block raised.  A single producer simply does
+ * not publish; in a multi-producer ring the slot is claimed already, and is
+ * published as a hole that consumers skip. */
+static PyObject *
+ring_write_abort(SpscRing *r, PyObject *unused)
+{
+    if (check_producer_call(r, 1) < 0) return NULL;
+    if (r->multi) return mring_write_finish(r, 1);
+    Py_RETURN_NONE;
+}
+
 /* _read_peek(max_items) -> (slot index, count) of the oldest contiguous run
- * of ready items (count 0 when empty); the run never wraps. */
+ * of ready items (count 0 when empty); the run never wraps.  When count > 0
+ * the borrow() view counts as open. */
 static PyObject *
 ring_read_peek(SpscRing *r, PyObject *arg)
 {
@@ -1005,12 +1020,14 @@ ring_read_peek(SpscRing *r, PyObject *arg)
         return NULL;
     }
     if (check_consumer_call(r, 0) < 0) return NULL;
+    if (r->multi) return mring_read_peek(r, (uint64_t)max);
     uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_relaxed);
     uint64_t avail;
     if (ring_consumer_avail(r, tail, (uint64_t)max, &avail) < 0) return NULL;
     uint64_t slot = tail % r->q.capacity;
     uint64_t k = avail < (uint64_t)max ? avail : (uint64_t)max;
     if (k > r->q.capacity - slot) k = r->q.capacity - slot;
+    if (k > 0) r->views |= ROLE_CONSUMER;
     return Py_BuildValue("KK", (unsigned long long)slot, (unsigned long long)k);
 }
 
@@ -1021,6 +1038,7 @@ ring_read_release(SpscRing *r, PyObject *arg)
     Py_ssize_t n = PyLong_AsSsize_t(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
     if (check_consumer_call(r, 1) < 0) return NULL;
+    if (r->multi) return mring_read_release(r, n);
     uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_relaxed);
     uint64_t avail;
     if (ring_consumer_avail(r, tail, (uint64_t)(n < 0 ? 0 : n), &avail) < 0) return NULL;
@@ -1034,13 +1052,12 @@ ring_read_release(SpscRing *r, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* Sleep until the index at `index_key` no longer equals `expected`, spinning
- * briefly first.  Returns 1 (changed or woken), 0 (timeout) or -1. */
-static int
-ring_wait(SpscRing *r, int index_key, int waiters_key, uint64_t expected, double timeout)
+/* Sleep until the word `index` (a ring index, or a sequence word) no longer
+ * equals `expected`, spinning briefly first; `waiters` counts this side's
+ * sleepers.  Returns 1 (changed or woken), 0 (timeout) or -1. */
+int
+ring_wait_word(SpscRing *r, a64 *index, a32 *waiters, uint64_t expected, double timeout)
 {
-    a64 *index = W64(r, index_key);
-    a32 *waiters = W32(r, waiters_key);
     int changed = 0;
     int64_t spin_until = now_ns() + (timeout >= 0 && timeout * 1e9 < SPIN_NS ? (int64_t)(timeout * 1e9) : SPIN_NS);
     r->inflight++;
@@ -1097,8 +1114,14 @@ ring_wait_readable(SpscRing *r, PyObject *arg)
     double timeout = parse_timeout(arg);
     if (timeout < -1.5) return NULL;
     if (ring_check_open(r) < 0) return NULL;
-    uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_relaxed);
-    int rc = ring_wait(r, OFF_HEAD, OFF_CONSUMER_WAITERS, tail, timeout);
+    int rc;
+    if (r->multi) {
+        rc = mring_wait(r, 1, timeout);
+    }
+    else {
+        uint64_t tail = atomic_load_explicit(W64(r, OFF_TAIL), memory_order_relaxed);
+        rc = ring_wait_word(r, W64(r, OFF_HEAD), W32(r, OFF_CONSUMER_WAITERS), tail, timeout);
+    }
     if (rc < 0) return NULL;
     return PyBool_FromLong(rc);
 }
@@ -1110,8 +1133,14 @@ ring_wait_writable(SpscRing *r, PyObject *arg)
     double timeout = parse_timeout(arg);
     if (timeout < -1.5) return NULL;
     if (ring_check_open(r) < 0) return NULL;
-    uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_relaxed);
-    int rc = ring_wait(r, OFF_TAIL, OFF_PRODUCER_WAITERS, head - r->q.capacity, timeout);
+    int rc;
+    if (r->multi) {
+        rc = mring_wait(r, 0, timeout);
+    }
+    else {
+        uint64_t head = atomic_load_explicit(W64(r, OFF_HEAD), memory_order_relaxed);
+        rc = ring_wait_word(r, W64(r, OFF_TAIL), W32(r, OFF_PRODUCER_WAITERS), head - r->q.capacity, timeout);
+    }
     if (rc < 0) return NULL;
     return PyBool_FromLong(rc);
 }
@@ -1124,8 +1153,13 @@ ring_wake_all(SpscRing *r, PyObject *unused)
     /* SYNC POINT (seq_cst fence): the endpoint change our caller just made is
      * ordered before the wake, so a woken sleeper sees it. */
     atomic_thread_fence(memory_order_seq_cst);
-    futex_wake_raw(r->q.base + r->q.off[OFF_HEAD] + LOW_HALF, INT_MAX);
-    futex_wake_raw(r->q.base + r->q.off[OFF_TAIL] + LOW_HALF, INT_MAX);
+    if (r->multi) {
+        mring_wake_all(r);
+    }
+    else {
+        futex_wake_raw(r->q.base + r->q.off[OFF_HEAD] + LOW_HALF, INT_MAX);
+        futex_wake_raw(r->q.base + r->q.off[OFF_TAIL] + LOW_HALF, INT_MAX);
+    }
     Py_RETURN_NONE;
 }
 
@@ -1223,6 +1257,7 @@ static PyMethodDef ring_methods[] = {
     {"_try_get_many", (PyCFunction)ring_try_get_many, METH_O, NULL},
     {"_write_claim", (PyCFunction)ring_write_claim, METH_NOARGS, NULL},
     {"_write_publish", (PyCFunction)ring_write_publish, METH_NOARGS, NULL},
+    {"_write_abort", (PyCFunction)ring_write_abort, METH_NOARGS, NULL},
     {"_read_peek", (PyCFunction)ring_read_peek, METH_O, NULL},
     {"_read_release", (PyCFunction)ring_read_release, METH_O, NULL},
     {"_wait_readable", (PyCFunction)ring_wait_readable, METH_O, NULL},
@@ -1231,6 +1266,10 @@ static PyMethodDef ring_methods[] = {
     {"_indices", (PyCFunction)ring_indices, METH_NOARGS, NULL},
     {"_qsize", (PyCFunction)ring_qsize, METH_NOARGS, NULL},
     {"_after_fork", (PyCFunction)ring_after_fork, METH_NOARGS, NULL},
+    {"_set_claim", (PyCFunction)mring_set_claim, METH_VARARGS, NULL},
+    {"_stuck", (PyCFunction)mring_stuck, METH_O, NULL},
+    {"_repair", (PyCFunction)mring_repair, METH_VARARGS, NULL},
+    {"_abandon_views", (PyCFunction)mring_py_abandon_views, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1246,7 +1285,7 @@ static PyTypeObject SpscRingType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shmring._core.SpscRing",
     .tp_basicsize = sizeof(SpscRing),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Hot paths of a single-producer/single-consumer ring; see shmring.Ring.",
+    .tp_doc = "Hot paths of a ring (one or several producers and consumers); see shmring.Ring.",
     .tp_new = PyType_GenericNew,
     .tp_dealloc = (destructor)ring_dealloc,
     .tp_traverse = (traverseproc)ring_traverse,
@@ -1259,7 +1298,8 @@ static PyTypeObject SpscRingType = {
 static PyObject *
 core_test_config(PyObject *m, PyObject *unused)
 {
-    static const char *const names[] = {"", "publish_before_copy", "relaxed_publish", "overwrite_unreleased"};
+    static const char *const names[] = {"", "publish_before_copy", "relaxed_publish", "overwrite_unreleased",
+                                        "skip_abandoned_check"};
     return Py_BuildValue("{s:s,s:I,s:I}", "broken", names[broken], "delay_permille", delay_permille,
                          "delay_max_us", delay_max_us);
 }
@@ -1296,6 +1336,7 @@ PyInit__core(void)
 {
     import_array();
     read_test_environment();
+    mring_module_init();
     if (PyType_Ready(&SpscRingType) < 0) return NULL;
     str_put_slow = PyUnicode_InternFromString("_put_slow");
     str_get_slow = PyUnicode_InternFromString("_get_slow");

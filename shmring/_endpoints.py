@@ -215,6 +215,9 @@ class EndpointTable:
         off = self._entry(slot)
         token = token or secrets.randbits(64) | 1  # never 0, which means "no owner"
         _core.store64(self._buf, off + L.ENDPOINT_TOKEN, token)
+        # A dead predecessor's announcement may still be here; until this
+        # store, it only makes survivors wait for us (the safe direction).
+        _core.store64(self._buf, off + L.ENDPOINT_CLAIM_START, L.NO_CLAIM)
         _window("token")
         if role in _LIVE_OFF:
             _core.store32(self._buf, _EVER_OFF[role], 1)
@@ -340,6 +343,31 @@ class EndpointTable:
             if tok == ticket and unpack_word(word)[1] == PENDING:
                 return self._free(slot, word, tok)
         return False
+
+    # -- claims of multi-producer/-consumer rings ----------------------------------------
+    @classmethod
+    def claim_offset(cls, slot: int) -> int:
+        """Offset of the announcement words (start, end) of the entry at ``slot``."""
+        return cls._entry(slot) + L.ENDPOINT_CLAIM_START
+
+    def live_claims(self, role: int) -> list[tuple[int, int]]:
+        """The claims ``[start, end)`` announced by live endpoints in ``role``.
+
+        The caller saw a claim point stuck *before* calling this (see _mpmc.h,
+        mpmc_stuck): a claim not listed here belongs to a dead process.  An
+        entry whose process lives counts whatever its state (a newcomer's
+        entry may still show its dead predecessor's claim: we only wait
+        longer).  Start is read before end, as mpmc_claim_t requires."""
+        per = L.ENDPOINT_SIZE // 8
+        words = _core.load64_many(self._buf, L.ENDPOINTS_OFF, L.MAX_ENDPOINTS * per)
+        start_at, end_at = L.ENDPOINT_CLAIM_START // 8, L.ENDPOINT_CLAIM_END // 8
+        claims = []
+        for slot in range(L.MAX_ENDPOINTS):
+            word = words[slot * per]
+            start, end = words[slot * per + start_at], words[slot * per + end_at]
+            if word and start != L.NO_CLAIM and unpack_word(word)[1] == role and word_alive(word):
+                claims.append((start, end))
+        return claims
 
     # -- scanning ------------------------------------------------------------------------
     def _rows(self) -> list[tuple[int, int, int]]:

@@ -1,6 +1,7 @@
 """The shared header: every byte offset of a shmring region, in one place.
 
-A region starts with one 4096-byte header page, then the data area.  The
+A region starts with one 4096-byte header page, then (multi-producer or
+multi-consumer rings only) one sequence word per slot, then the data area.  The
 first 512 bytes are immutable after creation and covered by a CRC-32; the
 rest are the moving parts, each group on its own 128-byte line (two 64-byte
 cache lines, because Intel's adjacent-line prefetcher pairs them) so that
@@ -51,7 +52,7 @@ FLAGS_OFF = 20  # I   bits 0-1 multi-producer/-consumer; bits 8-15 sync flavour
 TOTAL_SIZE_OFF = 24  # Q   bytes the creator mapped (page multiple)
 CAPACITY_OFF = 32  # Q   slots
 SLOT_SIZE_OFF = 40  # Q   bytes per slot = itemsize * prod(shape)
-DATA_OFFSET_OFF = 48  # Q   offset of slot 0
+DATA_OFFSET_OFF = 48  # Q   offset of slot 0 (DATA_OFFSET; later when there are sequence words)
 NDIM_OFF = 56  # I   len(shape), <= MAX_NDIM
 DESCR_LEN_OFF = 60  # I   bytes used in DESCR
 SHAPE_OFF = 64  # 8Q  slot shape, unused dims 0
@@ -92,9 +93,20 @@ MAX_ENDPOINTS = 96
 #                          one CAS claims an entry with its owner's full identity
 #             +8 Q token = random, odd: names this registration in the owner words
 #                          (for a pending entry: the ticket the pickled handle carries)
-#             +16 16 bytes reserved
+#             +16 Q claim start = first position this endpoint has claimed and not yet
+#                          published (released) in a multi-producer/-consumer ring;
+#                          NO_CLAIM when none (see _mpmc.h)
+#             +24 Q claim end   = one past the last position of that claim
 ENDPOINT_WORD = 0
 ENDPOINT_TOKEN = 8
+ENDPOINT_CLAIM_START = 16
+ENDPOINT_CLAIM_END = 24
+NO_CLAIM = (1 << 64) - 1
+
+# --- sequence words (multi rings): at SEQ_OFFSET, one Q per slot --------------
+# seq[i] says whose turn slot i is (free, published, abandoned; see _mpmc.h);
+# the data area follows at the next page boundary.
+SEQ_OFFSET = HEADER_SIZE
 ENDPOINTS_END = ENDPOINTS_OFF + MAX_ENDPOINTS * ENDPOINT_SIZE
 WORD_PID_BITS = 22  # Linux pids are below 2**22 (PID_MAX_LIMIT)
 WORD_ROLE_SHIFT, WORD_ROLE_BITS = 22, 3
@@ -155,9 +167,26 @@ class Geometry:
         return int(self.dtype.itemsize * math.prod(self.shape))
 
     @property
+    def multi(self) -> bool:
+        """Several producers or several consumers: the ring has sequence words."""
+        return bool(self.flags & (FLAG_MULTI_PRODUCER | FLAG_MULTI_CONSUMER))
+
+    @property
+    def seq_offset(self) -> int:
+        """Offset of the sequence words (0: a single-producer/-consumer ring has none)."""
+        return SEQ_OFFSET if self.multi else 0
+
+    @property
+    def data_offset(self) -> int:
+        """Offset of slot 0: page-aligned, after the sequence words if any."""
+        if not self.multi:
+            return DATA_OFFSET
+        return SEQ_OFFSET + -(-(self.capacity * 8) // PAGE) * PAGE
+
+    @property
     def total_size(self) -> int:
         data = self.capacity * self.slot_size
-        return DATA_OFFSET + -(-data // PAGE) * PAGE
+        return self.data_offset + -(-data // PAGE) * PAGE
 
     @property
     def multi_producer(self) -> bool:
@@ -206,7 +235,7 @@ def encode_header(geo: Geometry, created_ns: int, creator_pid: int, creator_star
         geo.total_size,
         geo.capacity,
         geo.slot_size,
-        DATA_OFFSET,
+        geo.data_offset,
         len(geo.shape),
         len(descr),
     )
@@ -245,8 +274,8 @@ def read_header(buf: Any, mapped_size: int, kind: int) -> Geometry:
         have = KIND_NAMES.get(got_kind, f"kind {got_kind}")
         raise LayoutError(f"region holds a {have}, not a {KIND_NAMES.get(kind, kind)}")
     total, capacity, slot_size, data_off, ndim, descr_len = struct.unpack_from("<QQQQII", buf, TOTAL_SIZE_OFF)
-    if header_size != HEADER_SIZE or data_off != DATA_OFFSET:
-        raise LayoutError("header size or data offset differs from this format's")
+    if header_size != HEADER_SIZE:
+        raise LayoutError("header size differs from this format's")
     if ndim > MAX_NDIM or descr_len > DESCR_BYTES or descr_len == 0:
         raise LayoutError("header geometry out of range")
     shape = tuple(int(d) for d in struct.unpack_from(f"<{ndim}Q", buf, SHAPE_OFF))
@@ -259,6 +288,8 @@ def read_header(buf: Any, mapped_size: int, kind: int) -> Geometry:
     geo = Geometry(kind=kind, capacity=int(capacity), shape=shape, dtype=dtype, flags=flags & 0xFF, sync=flags >> 8)
     if capacity < 1 or geo.slot_size != slot_size or slot_size < 1:
         raise LayoutError("header geometry is inconsistent (capacity, slot size, dtype, shape)")
+    if geo.data_offset != data_off:
+        raise LayoutError(f"header puts the data at {data_off}, but its geometry puts it at {geo.data_offset}")
     if geo.total_size != total:
         raise LayoutError(f"header says {total} bytes but its geometry needs {geo.total_size}")
     if total > mapped_size:

@@ -10,13 +10,17 @@
  * Positions are free-running 64-bit counters below INDEX_LIMIT; position p
  * lives in slot p % capacity, whose sequence word says whose turn it is:
  *
- *   seq == p                  free: the producer that claims p may write it
- *   seq == p + 1              published: the consumer that claims p may read it
- *   seq == (p + 1) | ABANDONED  claimed by a producer that never published
+ *   seq == 2p                 free: the producer that claims p may write it
+ *   seq == 2p + 1             published: the consumer that claims p may read it
+ *   seq == (2p + 1) | ABANDONED  claimed by a producer that never published
  *                             (it died, or a reserve() block raised): the
  *                             consumer that claims p skips it
- *   seq == p + capacity       released by the consumer of p: free for the
+ *   seq == 2(p + capacity)    released by the consumer of p: free for the
  *                             producer of p + capacity (the next lap)
+ *
+ * Turns are 2p and 2p + 1 rather than Vyukov's p and p + 1 so that a ring
+ * of one slot works: there, "published p" (p + 1) would read as "free for
+ * p + 1".  With doubled turns no two states of a slot ever share a value.
  *
  * A producer claims [p, p + k) by checking that those k slots are free and
  * moving `head` from p to p + k with one CAS; a consumer claims [p, p + k)
@@ -60,6 +64,14 @@ typedef struct {
     a64 *start; /* MPMC_NO_CLAIM when nothing is claimed */
     a64 *end;
 } mpmc_claim_t;
+
+/* The sequence value that gives position pos to a producer (ready = 0) or
+ * to a consumer (ready = 1). */
+static inline uint64_t
+mpmc_turn(uint64_t pos, uint64_t ready)
+{
+    return 2 * pos + ready;
+}
 
 static inline a64 *
 mpmc_seq(const mpmc_t *q, uint64_t pos)
@@ -107,11 +119,14 @@ mpmc_wake_if_waiting(a32 *waiters, a64 *word)
 /* The one claim loop of both sides.  A slot is ready for the claimer of
  * position p when its sequence word (abandoned bit aside) reads p + `ready`:
  * 0 for a producer (free), 1 for a consumer (published).  Claims up to
- * `limit` ready slots from `*position` with one CAS and returns how many
+ * `want` ready slots from `*position` with one CAS and returns how many
  * (0: none ready -- full, or empty -- at *pos_out), or -1 when the header
- * holds an impossible position.  On success the claim is announced. */
+ * holds an impossible position or sequence word.  `contiguous` stops the
+ * claim where the data area wraps; `uniform` stops it where the abandoned
+ * bit changes, so a borrowed run is all items or all holes.  On success
+ * the claim is announced. */
 static inline int64_t
-mpmc_claim(mpmc_t *q, mpmc_claim_t c, a64 *position, uint64_t ready, uint64_t want, int contiguous,
+mpmc_claim(mpmc_t *q, mpmc_claim_t c, a64 *position, uint64_t ready, uint64_t want, int contiguous, int uniform,
            uint64_t *pos_out)
 {
     int announced = 0;
@@ -123,17 +138,21 @@ mpmc_claim(mpmc_t *q, mpmc_claim_t c, a64 *position, uint64_t ready, uint64_t wa
         if (pos >= INDEX_LIMIT) return -1;
         uint64_t limit = want < q->capacity ? want : q->capacity;
         if (contiguous && limit > q->capacity - pos % q->capacity) limit = q->capacity - pos % q->capacity;
-        uint64_t k = 0, s = 0;
+        uint64_t k = 0, s = 0, first_bit = 0;
         while (k < limit) {
             /* SYNC POINT (acquire): pairs with the other side's release of
-             * this sequence word (mpmc_publish, mpmc_release): the producer's
-             * bytes are visible, or the consumer's reads are done. */
-            s = atomic_load_explicit(mpmc_seq(q, pos + k), memory_order_acquire) & ~MPMC_ABANDONED;
-            if (s != pos + k + ready) break;
+             * this sequence word (mpmc_publish, mpmc_release, the repairs):
+             * the producer's bytes are visible, or the consumer's reads are
+             * done. */
+            uint64_t word = atomic_load_explicit(mpmc_seq(q, pos + k), memory_order_acquire);
+            s = word & ~MPMC_ABANDONED;
+            if (s != mpmc_turn(pos + k, ready)) break;
+            if (k == 0) first_bit = word & MPMC_ABANDONED;
+            else if (uniform && (word & MPMC_ABANDONED) != first_bit) break;
             k++;
         }
         if (k == 0) {
-            if ((int64_t)(s - (pos + ready)) < 0) {
+            if ((int64_t)(s - mpmc_turn(pos, ready)) < 0) {
                 /* Not ready yet: full (a previous lap is still being read) or
                  * empty (not published).  Withdraw what a lost CAS left
                  * announced: a stale claim of ours would keep a survivor from
@@ -141,7 +160,15 @@ mpmc_claim(mpmc_t *q, mpmc_claim_t c, a64 *position, uint64_t ready, uint64_t wa
                 if (announced) mpmc_unannounce(c);
                 return 0;
             }
-            continue; /* another claimer got there first */
+            /* The slot is past pos: another claimer took pos, and its CAS
+             * happened before the store we just acquired, so a fresh load
+             * of the position shows it moved.  If it did not, the header is
+             * corrupt (a hostile segment must not spin us forever). */
+            if (atomic_load_explicit(position, memory_order_seq_cst) == pos) {
+                if (announced) mpmc_unannounce(c);
+                return -1;
+            }
+            continue;
         }
         mpmc_announce(c, pos, pos + k);
         announced = 1;
@@ -160,7 +187,7 @@ mpmc_claim(mpmc_t *q, mpmc_claim_t c, a64 *position, uint64_t ready, uint64_t wa
 static inline int64_t
 mpmc_claim_put(mpmc_t *q, mpmc_claim_t c, uint64_t want, uint64_t *pos_out)
 {
-    return mpmc_claim(q, c, q->head, 0, want, 0, pos_out);
+    return mpmc_claim(q, c, q->head, 0, want, 0, 0, pos_out);
 }
 
 /* Publish [pos, pos + k) claimed by mpmc_claim_put; `abandon` marks them to
@@ -169,7 +196,7 @@ static inline void
 mpmc_publish(mpmc_t *q, mpmc_claim_t c, uint64_t pos, uint64_t k, int abandon)
 {
     for (uint64_t i = 0; i < k; i++) {
-        uint64_t v = pos + i + 1;
+        uint64_t v = mpmc_turn(pos + i, 1);
         if (abandon) v |= MPMC_ABANDONED;
         /* SYNC POINT (release): pairs with the consumer's acquire load of this
          * sequence word in mpmc_claim_get; the slot's bytes are visible first. */
@@ -180,19 +207,21 @@ mpmc_publish(mpmc_t *q, mpmc_claim_t c, uint64_t pos, uint64_t k, int abandon)
     mpmc_wake_if_waiting(q->consumer_waiters, mpmc_seq(q, pos));
 }
 
-/* Claim up to `want` published (or abandoned) slots for reading, never
- * wrapping past the end of the data area when `contiguous` (see
- * mpmc_claim); release them with mpmc_release. */
+/* Claim up to `want` published (or abandoned) slots for reading; a
+ * `contiguous` claim (a borrowed view) neither wraps past the end of the
+ * data area nor mixes items with holes (see mpmc_claim).  Release them with
+ * mpmc_release. */
 static inline int64_t
 mpmc_claim_get(mpmc_t *q, mpmc_claim_t c, uint64_t want, int contiguous, uint64_t *pos_out)
 {
-    return mpmc_claim(q, c, q->tail, 1, want, contiguous, pos_out);
+    return mpmc_claim(q, c, q->tail, 1, want, contiguous, contiguous, pos_out);
 }
 
 /* True if the claimed slot at pos was abandoned by its producer. */
 static inline int
 mpmc_abandoned(const mpmc_t *q, uint64_t pos)
 {
+    if (broken == BROKEN_SKIP_ABANDONED_CHECK) return 0;
     /* Relaxed: our acquire load in mpmc_claim_get already saw this value. */
     return (atomic_load_explicit(mpmc_seq(q, pos), memory_order_relaxed) & MPMC_ABANDONED) != 0;
 }
@@ -204,7 +233,7 @@ mpmc_release(mpmc_t *q, mpmc_claim_t c, uint64_t pos, uint64_t k)
     for (uint64_t i = 0; i < k; i++) {
         /* SYNC POINT (release): pairs with the producer's acquire load in
          * mpmc_claim_put; our reads of the slot finish before it is reused. */
-        atomic_store_explicit(mpmc_seq(q, pos + i), pos + i + q->capacity, memory_order_release);
+        atomic_store_explicit(mpmc_seq(q, pos + i), mpmc_turn(pos + i + q->capacity, 0), memory_order_release);
     }
     mpmc_unannounce(c);
     mpmc_wake_if_waiting(q->producer_waiters, mpmc_seq(q, pos));
@@ -219,10 +248,10 @@ mpmc_release(mpmc_t *q, mpmc_claim_t c, uint64_t pos, uint64_t k)
 static inline int
 mpmc_repair_put(mpmc_t *q, uint64_t pos)
 {
-    uint64_t seen = pos;
+    uint64_t seen = mpmc_turn(pos, 0);
     /* SYNC POINT (seq_cst CAS): one repairer wins, and only while the slot
      * is still unpublished. */
-    if (!atomic_compare_exchange_strong_explicit(mpmc_seq(q, pos), &seen, (pos + 1) | MPMC_ABANDONED,
+    if (!atomic_compare_exchange_strong_explicit(mpmc_seq(q, pos), &seen, mpmc_turn(pos, 1) | MPMC_ABANDONED,
                                                  memory_order_seq_cst, memory_order_seq_cst)) {
         return 0;
     }
@@ -234,10 +263,10 @@ static inline int
 mpmc_repair_get(mpmc_t *q, uint64_t pos)
 {
     uint64_t word = atomic_load_explicit(mpmc_seq(q, pos), memory_order_seq_cst);
-    if ((word & ~MPMC_ABANDONED) != pos + 1) return 0;
+    if ((word & ~MPMC_ABANDONED) != mpmc_turn(pos, 1)) return 0;
     /* SYNC POINT (seq_cst CAS): as in mpmc_repair_put; the dead consumer's
      * item counts as taken. */
-    if (!atomic_compare_exchange_strong_explicit(mpmc_seq(q, pos), &word, pos + q->capacity,
+    if (!atomic_compare_exchange_strong_explicit(mpmc_seq(q, pos), &word, mpmc_turn(pos + q->capacity, 0),
                                                  memory_order_seq_cst, memory_order_seq_cst)) {
         return 0;
     }
@@ -256,12 +285,84 @@ mpmc_announces(mpmc_claim_t c, uint64_t pos)
     return start != MPMC_NO_CLAIM && start <= pos && pos < end;
 }
 
-/* Initialise the sequence words of a new ring: every slot free for lap 0. */
+/* A survivor's question before any repair: is the claim point of one side
+ * stuck behind a claim?  Returns how many consecutive positions from
+ * *pos_out are claimed and not finished by the other side (0: none):
+ *   consumer side (`producers_claim`): positions from tail that a producer
+ *     has claimed (head is past them) and not published (seq == 2p);
+ *   producer side: positions from head - capacity that a consumer has
+ *     claimed (tail is past them) and not released (seq == 2p + 1).
+ * The claim point is loaded before the other side's position, and both
+ * before the sequence words, so a position reported here was claimed before
+ * the caller goes on to read the announcements (see mpmc_claim_t). */
+static inline uint64_t
+mpmc_stuck(mpmc_t *q, int producers_claim, uint64_t *pos_out)
+{
+    /* SYNC POINT (seq_cst) x2: a position seen past p means p's claiming CAS
+     * (and the announcement before it) happened before our later loads. */
+    uint64_t tail = atomic_load_explicit(q->tail, memory_order_seq_cst);
+    uint64_t head = atomic_load_explicit(q->head, memory_order_seq_cst);
+    uint64_t pos, end, ready;
+    if (producers_claim) {
+        pos = tail, end = head, ready = 0;
+    }
+    else {
+        if (head < q->capacity) return 0;
+        pos = head - q->capacity, end = tail, ready = 1;
+    }
+    *pos_out = pos;
+    if (end >= INDEX_LIMIT || pos >= end) return 0;
+    uint64_t n = 0;
+    while (pos + n < end && n < q->capacity) {
+        /* SYNC POINT (acquire): as in mpmc_claim. */
+        uint64_t s = atomic_load_explicit(mpmc_seq(q, pos + n), memory_order_acquire) & ~MPMC_ABANDONED;
+        if (s != mpmc_turn(pos + n, ready)) break;
+        n++;
+    }
+    return n;
+}
+
+/* Copy k items between `buf` and the slots of [pos, pos + k), wrapping at
+ * the end of the data area. */
+static inline void
+mpmc_copy_in(const mpmc_t *q, uint64_t pos, const char *src, uint64_t k)
+{
+    uint64_t slot = pos % q->capacity;
+    uint64_t first = q->capacity - slot < k ? q->capacity - slot : k;
+    memcpy(q->data + slot * q->slot_size, src, first * q->slot_size);
+    if (k > first) memcpy(q->data, src + first * q->slot_size, (k - first) * q->slot_size);
+}
+
+/* Copy the items (not the holes) of the claimed [pos, pos + k) to dst, one
+ * after another; returns how many. */
+static inline uint64_t
+mpmc_copy_out(const mpmc_t *q, uint64_t pos, char *dst, uint64_t k)
+{
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < k; i++) {
+        if (mpmc_abandoned(q, pos + i)) continue;
+        memcpy(dst + n * q->slot_size, mpmc_slot(q, pos + i), q->slot_size);
+        n++;
+    }
+    return n;
+}
+
+/* Items (not holes) in the claimed [pos, pos + k). */
+static inline uint64_t
+mpmc_items_in(const mpmc_t *q, uint64_t pos, uint64_t k)
+{
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < k; i++) n += !mpmc_abandoned(q, pos + i);
+    return n;
+}
+
+/* Initialise the sequence words of a new ring: every slot free for lap 0
+ * (shmring/ring.py does the same for a new region). */
 static inline void
 mpmc_init(mpmc_t *q)
 {
     for (uint64_t i = 0; i < q->capacity; i++) {
-        atomic_store_explicit(q->seq + i, i, memory_order_relaxed);
+        atomic_store_explicit(q->seq + i, mpmc_turn(i, 0), memory_order_relaxed);
     }
 }
 

@@ -71,6 +71,8 @@ class Ring(_core.SpscRing):
     _items: np.ndarray[Any, Any] | None = None  # writable (capacity, *shape) view of every slot
     _items_ro: np.ndarray[Any, Any] | None = None  # the same, read-only
     _next_scan: float = 0.0
+    _stuck_at: tuple[int, int] | None = None  # (role, position) a claim point was first seen stuck at
+    _stuck_since: float = 0.0
     _holder_slot: int | None = None  # our HOLDER entry (None in a fork child's inherited copy)
 
     def __init__(
@@ -101,6 +103,8 @@ class Ring(_core.SpscRing):
             # Our holder entry exists before the header is published, so no
             # one can judge a region being born abandoned.
             holder = EndpointTable(region.mapping).register(HOLDER)
+            if geo.multi:
+                _init_sequence_words(region.mapping, geo)
             header = L.encode_header(geo, time.time_ns(), os.getpid(), process_start_time(os.getpid()))
             region.publish_header(header)
             self._open(region, geo, holder)
@@ -128,7 +132,14 @@ class Ring(_core.SpscRing):
         self._table = EndpointTable(region.mapping)
         try:
             self._bind(
-                region.mapping, geo.capacity, geo.slot_size, L.DATA_OFFSET, geo.dtype, geo.shape, L.RING_CORE_OFFSETS
+                region.mapping,
+                geo.capacity,
+                geo.slot_size,
+                geo.data_offset,
+                geo.dtype,
+                geo.shape,
+                L.RING_CORE_OFFSETS,
+                geo.seq_offset,
             )
         except BaseException:
             self._table.unregister(holder)
@@ -138,7 +149,7 @@ class Ring(_core.SpscRing):
         self._holder_slot = holder
         self._endpoint_slots = {}
         count = geo.capacity * math.prod(geo.shape)
-        self._items = np.frombuffer(region.mapping, geo.dtype, count, L.DATA_OFFSET).reshape(geo.capacity, *geo.shape)
+        self._items = np.frombuffer(region.mapping, geo.dtype, count, geo.data_offset).reshape(geo.capacity, *geo.shape)
         self._items_ro = self._items.view()
         self._items_ro.flags.writeable = False
         self._closed = False
@@ -233,7 +244,10 @@ class Ring(_core.SpscRing):
             self._role = self._role | role
             return
         exclusive = not (self.multi_producer if role == PRODUCER else self.multi_consumer)
-        self._endpoint_slots[role] = self._table.register(role, exclusive)
+        slot = self._table.register(role, exclusive)
+        self._endpoint_slots[role] = slot
+        if self._geo.multi:
+            self._set_claim(role, self._table.claim_offset(slot))
         self._role = self._role | role
         self._wake_all()
 
@@ -251,6 +265,38 @@ class Ring(_core.SpscRing):
             return False
         self._next_scan = now + LIVENESS_INTERVAL_S
         return self._table.live(role) == 0
+
+    def _unstick(self, role: int, urgent: bool = False) -> bool:
+        """Repair the claims of dead processes that hold up ``role``'s claim
+        point (multi rings); True if any was repaired.
+
+        A claim point stuck at the same position for LIVENESS_INTERVAL_S (or
+        at once when ``urgent``: the other side is all gone) is checked
+        against the claims that live processes announce; a position no live
+        process announces was claimed by a dead one.  A dead producer's slot
+        becomes a hole that consumers skip, a dead consumer's slot is freed
+        (its item counts as taken).  See docs/design.md."""
+        if not self._geo.multi:
+            return False
+        pos, n = self._stuck(role)
+        if not n:
+            self._stuck_at = None
+            return False
+        if not urgent:
+            now = time.monotonic()
+            if self._stuck_at != (role, pos):
+                self._stuck_at, self._stuck_since = (role, pos), now
+                return False
+            if now - self._stuck_since < LIVENESS_INTERVAL_S:
+                return False
+        claims = self._table.live_claims(PRODUCER if role == CONSUMER else CONSUMER)
+        repaired = False
+        for p in range(pos, pos + n):
+            if any(start <= p < end for start, end in claims):
+                break  # a live claimer: it will finish (and so in order after it)
+            repaired |= self._repair(role, p)
+        self._stuck_at = None
+        return repaired
 
     def _sleep(self, wait: Any, deadline: float | None) -> bool:
         """One bounded wait; False once the deadline has passed."""
@@ -277,6 +323,8 @@ class Ring(_core.SpscRing):
                 self._broken_pipe()
             if self._try_put(arr):
                 return
+            if self._unstick(PRODUCER):
+                continue
             if not block or not self._sleep(self._wait_writable, deadline):
                 raise queue.Full
 
@@ -300,6 +348,8 @@ class Ring(_core.SpscRing):
             done += self._try_put_many(arr, done)
             if done == n:
                 return n
+            if self._unstick(PRODUCER):
+                continue
             if not block or not self._sleep(self._wait_writable, deadline):
                 if done:
                     return done
@@ -327,7 +377,7 @@ class Ring(_core.SpscRing):
             self._become(PRODUCER)
         if self._peers_gone(CONSUMER):
             self._broken_pipe()
-        index = self._write_claim()
+        index = self._write_claim()  # on success, the view counts as open (the core marks it)
         if index < 0:
             deadline = _deadline(timeout)
             while True:
@@ -336,10 +386,11 @@ class Ring(_core.SpscRing):
                 index = self._write_claim()
                 if index >= 0:
                     break
+                if self._unstick(PRODUCER):
+                    continue
                 if not block or not self._sleep(self._wait_writable, deadline):
                     raise queue.Full
         assert self._items is not None
-        self._open_view(PRODUCER)
         slot: np.ndarray[Any, Any] = self._items[index, ...]  # [..., ] keeps 0-d slots views
         return slot
 
@@ -353,6 +404,8 @@ class Ring(_core.SpscRing):
             if item is not None:
                 return item
             self._raise_if_eof()
+            if self._unstick(CONSUMER):
+                continue
             if not block or not self._sleep(self._wait_readable, deadline):
                 raise queue.Empty
 
@@ -361,8 +414,11 @@ class Ring(_core.SpscRing):
 
         A producer publishes its last item before it unregisters, so once we
         see it gone, a second look at the indices sees everything it sent.
+        In a multi-producer ring, claims that dead producers left unpublished
+        become holes first (skipped by the next get).
         """
         if self._peers_gone(PRODUCER):
+            self._unstick(CONSUMER, urgent=True)
             head, tail = self._indices()
             if head == tail:
                 raise EOFError("every producer of this ring has closed or died, and it is drained")
@@ -379,6 +435,8 @@ class Ring(_core.SpscRing):
             if items is not None:
                 return items
             self._raise_if_eof()
+            if self._unstick(CONSUMER):
+                continue
             if not block or not self._sleep(self._wait_readable, deadline):
                 raise queue.Empty
 
@@ -415,7 +473,7 @@ class Ring(_core.SpscRing):
         if not self._role & CONSUMER:  # first use, or closed
             self._check_open()
             self._become(CONSUMER)
-        index, count = self._read_peek(max_items)
+        index, count = self._read_peek(max_items)  # when count > 0, the core marks the view open
         if not count:
             deadline = _deadline(timeout)
             while True:
@@ -423,20 +481,16 @@ class Ring(_core.SpscRing):
                 if count:
                     break
                 self._raise_if_eof()
+                if self._unstick(CONSUMER):
+                    continue
                 if not block or not self._sleep(self._wait_readable, deadline):
                     raise queue.Empty
-        self._open_view(CONSUMER)
         return index, count
 
     # -- views ----------------------------------------------------------------------------
-    def _open_view(self, role: int) -> None:
-        """Mark a reserve (PRODUCER) or borrow (CONSUMER) view open: until it
-        closes, the core refuses other calls of that role on this handle
-        (they would race the view)."""
-        if self._views & role:
-            raise RuntimeError("reserve()/borrow() blocks of one role on one handle cannot nest")
-        self._views = self._views | role
-
+    # A reserve (PRODUCER) or borrow (CONSUMER) view is marked open by the
+    # core when it claims the slot: until it closes, the core refuses other
+    # calls of that role on this handle (they would race the view).
     def _close_view(self, role: int) -> None:
         self._views = self._views & ~role
 
@@ -464,6 +518,9 @@ class Ring(_core.SpscRing):
             time.sleep(0.0002)
         region = self._region
         try:
+            # An open reserve()/borrow() block's claim is settled while our
+            # entries still announce it (a hole; a taken run).
+            self._abandon_views()
             for slot in self._endpoint_slots.values():
                 self._table.unregister(slot)
             self._endpoint_slots = {}
@@ -540,8 +597,11 @@ class _Reservation:
         if not ring._views & PRODUCER:
             return  # a fork child leaving its parent's block: the slot is the parent's
         try:
-            if exc_type is None and not ring._closed:
-                ring._write_publish()
+            if not ring._closed:
+                if exc_type is None:
+                    ring._write_publish()
+                else:
+                    ring._write_abort()  # a multi-producer ring's claimed slot becomes a hole
         finally:
             ring._close_view(PRODUCER)
 
@@ -584,12 +644,18 @@ def _positive_int(value: Any, what: str) -> int:
     return int(value)
 
 
+def _init_sequence_words(mapping: Any, geo: L.Geometry) -> None:
+    """Every slot free for lap 0 (seq[i] = 2i, see _mpmc.h).  Plain stores suffice: the
+    region is not published yet, and publish_header's release store of the
+    magic orders them before any attacher's acquire load of it."""
+    seq = np.frombuffer(mapping, np.uint64, geo.capacity, geo.seq_offset)
+    seq[:] = np.arange(0, 2 * geo.capacity, 2, dtype=np.uint64)
+    del seq  # no view may outlive the region's close
+
+
 def _check_supported(geo: L.Geometry) -> None:
-    if geo.multi_producer or geo.multi_consumer or geo.sync != L.SYNC_LOCKFREE:
-        raise NotImplementedError(
-            "this shmring builds single-producer/single-consumer lock-free rings only; "
-            "multi-producer/consumer and semaphore rings are not built yet"
-        )
+    if geo.sync != L.SYNC_LOCKFREE:
+        raise NotImplementedError("this shmring builds lock-free rings only; sync='semaphore' rings are not built yet")
 
 
 def _geometry(

@@ -412,9 +412,7 @@ def test_endpoints_lists_holders_producers_and_consumers(ring: shmring.Ring) -> 
     assert all(e.pid == os.getpid() and e.alive for e in ring.endpoints())
 
 
-def test_multi_producer_and_semaphore_are_not_built_yet(name: str) -> None:
-    with pytest.raises(NotImplementedError):
-        shmring.Ring(name, capacity=2, multi_producer=True)
+def test_the_semaphore_flavour_is_not_built_yet(name: str) -> None:
     with pytest.raises(NotImplementedError):
         shmring.Ring(name, capacity=2, sync="semaphore")
     assert not os.path.exists(f"/dev/shm/{name}")

@@ -12,9 +12,9 @@ besides what the transport under test starts.  The sections of the report:
   and ``reserve``/``borrow``, then the peers ``multiprocessing.Queue``,
   ``multiprocessing.Pipe`` and a raw ``os.pipe``.
 * **Many producers and consumers.**  2 and 4 producer processes send into
-  one queue that as many consumer processes take from: the peers
-  ``multiprocessing.Queue`` and ``faster_fifo.Queue`` (when installed: the
-  ``bench`` extra) now, Ring rows with the multi-producer Ring.
+  one queue that as many consumer processes take from: the lock-free
+  multi-producer/multi-consumer Ring against ``multiprocessing.Queue`` and
+  ``faster_fifo.Queue`` (when installed: the ``bench`` extra).
 * **Ping-pong.**  A sends a 64-byte array, B echoes it back, A times each
   round trip.
 * **Idle CPU.**  The CPU time a consumer spends blocked in ``ring.get()``

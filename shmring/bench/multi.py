@@ -95,9 +95,9 @@ class MultiTransport:
     array (or any buffer) of ``size`` bytes.  The stamps, the markers, the
     checks and the timing are the same for every transport.
 
-    What a Ring transport (``RingLockfreeMulti``, ``RingSemaphoreMulti``,
-    once ``Ring(..., multi_producer=True)`` exists) has to implement is
-    therefore one class added to ``MULTI_RING_TRANSPORTS``::
+    What a Ring transport (``RingLockfreeMulti`` below; ``RingSemaphoreMulti``
+    once ``sync="semaphore"`` exists) has to implement is therefore one
+    class added to ``MULTI_RING_TRANSPORTS``::
 
         class RingLockfreeMulti(MultiTransport):
             label = "ring lock-free"
@@ -267,8 +267,32 @@ class FasterFifoMulti(MultiTransport):
 
 _BLOCK_S = 3600.0  # faster-fifo's blocking calls time out (10 s by default); the children's own limit is CHILD_GRACE_S
 
-# Ring rows come with the multi-producer Ring (RingLockfreeMulti, RingSemaphoreMulti): see MultiTransport.
-MULTI_RING_TRANSPORTS: tuple[type[MultiTransport], ...] = ()
+
+# The semaphore flavour's row (RingSemaphoreMulti) comes with sync="semaphore".
+class RingLockfreeMulti(MultiTransport):
+    """``Ring(capacity, shape=(size,), dtype=uint8, multi_producer=True,
+    multi_consumer=True)``, lock-free: ``put(array)`` / ``get()``, one
+    message per call, every producer and consumer on the one ring (anon: the
+    children inherit it)."""
+
+    label = "ring lock-free"
+    ring = True
+
+    def __init__(self, ctx: ForkContext, topo: Topology) -> None:
+        super().__init__(ctx, topo)
+        from ..ring import Ring
+
+        self.queue = Ring(
+            capacity=topo.capacity,
+            shape=(topo.size,),
+            dtype=np.uint8,
+            multi_producer=True,
+            multi_consumer=True,
+            backend="anon",
+        )
+
+
+MULTI_RING_TRANSPORTS: tuple[type[MultiTransport], ...] = (RingLockfreeMulti,)
 MULTI_PEER_TRANSPORTS: tuple[type[MultiTransport], ...] = (MpQueueMulti, FasterFifoMulti)
 
 

@@ -152,9 +152,9 @@ class ManySection(Section):
     ``put``/``get`` with raw bytes instead of pickle (``put`` of
     ``array.tobytes()``, ``get`` into a fresh ``np.frombuffer`` copy: the
     consumer holds an array, as with ``ring.get()``; not ``get_many``, which
-    batches).  Ring rows (``MULTI_RING_TRANSPORTS``) come with the
-    multi-producer Ring; each would show how many times faster it is than
-    each peer of the same size and topology (``ring_vs_peers``)."""
+    batches).  Each Ring row (``MULTI_RING_TRANSPORTS``) shows how many times
+    faster it is than each peer of the same size and topology
+    (``ring_vs_peers``)."""
 
     load = "many producers"
     table = Table(
