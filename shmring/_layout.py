@@ -60,6 +60,7 @@ DESCR_OFF = 128  # 256s repr of numpy's dtype descr, ASCII
 CREATED_NS_OFF = 384  # Q   creation time, ns since the epoch (for `shmring ls`)
 CREATOR_PID_OFF = 392  # Q   pid of the creating process (for `shmring gc`)
 CREATOR_START_OFF = 400  # Q   its start time (clock ticks since boot), so a recycled pid is not it
+SEM_ID_OFF = 408  # Q   sync="semaphore": random id naming the ring's semaphores (0: none)
 CHECKSUM_OFF = 504  # Q   CRC-32 of bytes [0, 504)
 IMMUTABLE_END = 512
 
@@ -83,6 +84,8 @@ CONSUMERS_LIVE_OFF = 908  # I   hint: registered consumers
 PRODUCER_OWNER_OFF = 912  # Q   single-producer rings: token of the endpoint holding the role (0: none)
 CONSUMER_OWNER_OFF = 920  # Q   single-consumer rings: likewise
 REMOVER_OFF = 928  # Q   identity word (pid, start time) of the process about to unlink the name (0: none)
+PRODUCER_LOCK_OFF = 936  # Q   sync="semaphore", several producers: identity word of the lock's holder (0: free)
+CONSUMER_LOCK_OFF = 944  # Q   likewise, the consumers' lock
 
 # --- endpoint table -----------------------------------------------------------
 ENDPOINTS_OFF = 1024
@@ -117,7 +120,7 @@ _LINES = [
     (HEAD_OFF, CACHED_TAIL_OFF),
     (TAIL_OFF, CACHED_HEAD_OFF),
     (CONSUMER_WAITERS_OFF, PRODUCER_WAITERS_OFF),
-    (PRODUCERS_EVER_OFF, REMOVER_OFF),
+    (PRODUCERS_EVER_OFF, CONSUMER_LOCK_OFF),
 ]
 for _first, _last in _LINES:
     assert _first % LINE == 0 and _last // LINE == _first // LINE, "group must own one 128-byte line"
@@ -133,6 +136,8 @@ for _off in (
     PRODUCER_OWNER_OFF,
     CONSUMER_OWNER_OFF,
     REMOVER_OFF,
+    PRODUCER_LOCK_OFF,
+    CONSUMER_LOCK_OFF,
 ):
     assert _off % 8 == 0
 for _off in (CONSUMER_WAITERS_OFF, PRODUCER_WAITERS_OFF, PRODUCERS_LIVE_OFF, CONSUMERS_LIVE_OFF):
@@ -168,12 +173,13 @@ class Geometry:
 
     @property
     def multi(self) -> bool:
-        """Several producers or several consumers: the ring has sequence words."""
-        return bool(self.flags & (FLAG_MULTI_PRODUCER | FLAG_MULTI_CONSUMER))
+        """Several producers or several consumers, lock-free: the ring has
+        sequence words (a semaphore ring serialises each side with a lock)."""
+        return bool(self.flags & (FLAG_MULTI_PRODUCER | FLAG_MULTI_CONSUMER)) and self.sync == SYNC_LOCKFREE
 
     @property
     def seq_offset(self) -> int:
-        """Offset of the sequence words (0: a single-producer/-consumer ring has none)."""
+        """Offset of the sequence words (0: the ring has none)."""
         return SEQ_OFFSET if self.multi else 0
 
     @property
@@ -215,7 +221,7 @@ def check_dtype(dtype: Any) -> np.dtype[Any]:
     return dt
 
 
-def encode_header(geo: Geometry, created_ns: int, creator_pid: int, creator_start: int) -> bytes:
+def encode_header(geo: Geometry, created_ns: int, creator_pid: int, creator_start: int, sem_id: int = 0) -> bytes:
     """The immutable 512 bytes of a header, magic and checksum included.
 
     The creator copies bytes [8, 512) into the region first and publishes the
@@ -241,7 +247,7 @@ def encode_header(geo: Geometry, created_ns: int, creator_pid: int, creator_star
     )
     struct.pack_into(f"<{MAX_NDIM}Q", buf, SHAPE_OFF, *geo.shape, *([0] * (MAX_NDIM - len(geo.shape))))
     struct.pack_into(f"<{DESCR_BYTES}s", buf, DESCR_OFF, descr)
-    struct.pack_into("<QQQ", buf, CREATED_NS_OFF, created_ns, creator_pid, creator_start)
+    struct.pack_into("<QQQQ", buf, CREATED_NS_OFF, created_ns, creator_pid, creator_start, sem_id)
     struct.pack_into("<Q", buf, CHECKSUM_OFF, checksum(buf))
     return bytes(buf)
 
@@ -303,6 +309,6 @@ def read_kind(buf: Any) -> int:
 
 
 def header_info(buf: Any) -> dict[str, int]:
-    """Creation time and creator of a validated header (for tools)."""
-    created_ns, creator_pid, creator_start = struct.unpack_from("<QQQ", buf, CREATED_NS_OFF)
-    return {"created_ns": created_ns, "creator_pid": creator_pid, "creator_start": creator_start}
+    """Creation time, creator and semaphore id of a validated header."""
+    created_ns, creator_pid, creator_start, sem_id = struct.unpack_from("<QQQQ", buf, CREATED_NS_OFF)
+    return {"created_ns": created_ns, "creator_pid": creator_pid, "creator_start": creator_start, "sem_id": sem_id}

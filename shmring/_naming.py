@@ -20,9 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _layout as L
-from . import _lifetime
+from . import _lifetime, _semaphore
 from ._endpoints import HOLDER, EndpointTable
-from ._region import Region, unlink_name
+from ._region import Region
 from .errors import LayoutError
 
 # A segment without a published header and without a single endpoint entry
@@ -117,7 +117,7 @@ def _replace(name: str, backend: str, kind: int) -> None:
                 raise FileExistsError(
                     errno.EEXIST, f"{name!r} exists and is in use by pid {', '.join(map(str, users))}", name
                 )
-            unlink_name(name, backend, old.ident)  # a name made anew meanwhile is left alone
+            old.unlink()  # a name made anew meanwhile is left alone; a semaphore ring's semaphores go too
         except BaseException:
             table.release_removal()
             raise
@@ -174,7 +174,13 @@ def leave(region: Region, table: EndpointTable) -> None:
     open or pending handle.  If some do, look again at interpreter exit
     (after multiprocessing has joined its children): holders that die
     without closing (SIGKILL, a pool's terminate()) leave it to us."""
-    if region.backend != "shm" or region.name is None:
+    if region.name is None:
+        return
+    if region.backend != "shm":
+        # A file stays; a semaphore ring's semaphores go with its last handle
+        # (the next attach makes them anew from the indices).
+        if region.mapping is not None and not table.held():
+            _semaphore.unlink_for_header(region.mapping)
         return
     if table.held():
         _lifetime.at_exit_remove_if_last(region.name, region.backend, region.ident)

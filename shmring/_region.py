@@ -21,7 +21,7 @@ from typing import Literal
 
 import posix_ipc
 
-from . import _core, _layout
+from . import _core, _layout, _semaphore
 from .errors import LayoutError
 
 Backend = Literal["shm", "anon", "file"]
@@ -200,12 +200,13 @@ class Region:
 
     def unlink(self) -> None:
         """Remove the name, if it still names this region (not one made
-        since under the same name); mappings stay valid.  A second call is
-        a no-op."""
+        since under the same name), and a semaphore ring's semaphores;
+        mappings stay valid.  A second call is a no-op."""
         if self.unlinked or self.name is None:
             return
         self.unlinked = True
-        unlink_name(self.name, self.backend, self.ident)
+        if unlink_name(self.name, self.backend, self.ident) and self.mapping is not None:
+            _semaphore.unlink_for_header(self.mapping)  # a semaphore ring's go with its name
 
     def flush(self) -> None:
         """msync the mapping (meaningful for ``file`` regions)."""

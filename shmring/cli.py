@@ -16,6 +16,7 @@ from typing import Any
 import posix_ipc
 
 from . import _layout as L
+from . import _semaphore
 from ._endpoints import EndpointTable, is_alive
 from ._region import Region
 from .errors import LayoutError
@@ -39,6 +40,9 @@ def inspect(name: str, backend: str = "shm") -> dict[str, Any]:
             "name": name,
             "kind": L.KIND_NAMES.get(geo.kind, str(geo.kind)),
             "capacity": geo.capacity,
+            "sync": "semaphore" if geo.sync == L.SYNC_SEMAPHORE else "lockfree",
+            "topology": f"{'M' if geo.multi_producer else 'S'}P{'M' if geo.multi_consumer else 'S'}C",
+            "sem_id": info["sem_id"] if geo.sync == L.SYNC_SEMAPHORE else 0,
             "shape": geo.shape,
             "dtype": str(geo.dtype),
             "bytes": region.size,
@@ -100,7 +104,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_stat(args: argparse.Namespace) -> int:
     s = inspect(args.name, args.backend)
-    for key in ("name", "kind", "capacity", "shape", "dtype", "bytes", "head", "tail", "qsize"):
+    for key in ("name", "kind", "sync", "topology", "capacity", "shape", "dtype", "bytes", "head", "tail", "qsize"):
         print(f"{key:>17}: {s[key]}")
     print(f"{'waiters':>17}: {s['consumer_waiters']} consumer, {s['producer_waiters']} producer")
     print(f"{'created':>17}: {s['created']} by pid {s['creator_pid']} ({'alive' if s['creator_alive'] else 'gone'})")
@@ -110,9 +114,23 @@ def cmd_stat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unlink_semaphores_of(name: str, backend: str) -> None:
+    """A semaphore ring's semaphores, named in its header, go with it."""
+    try:
+        region = Region.attach(name, backend)
+    except Exception:  # noqa: BLE001 - not a readable shmring region: it has none
+        return
+    try:
+        if region.mapping is not None:
+            _semaphore.unlink_for_header(region.mapping)
+    finally:
+        region.close()
+
+
 def cmd_rm(args: argparse.Namespace) -> int:
     status = 0
     for name in args.names:
+        _unlink_semaphores_of(name, args.backend)
         try:
             if args.backend == "file":
                 os.unlink(name)
@@ -130,6 +148,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
         if _abandoned(s):
             print(f"{'would remove' if args.dry_run else 'removing'} {s['name']}")
             if not args.dry_run:
+                if s["sem_id"]:
+                    _semaphore.unlink(s["sem_id"])
                 try:
                     posix_ipc.unlink_shared_memory("/" + s["name"])
                 except posix_ipc.ExistentialError:

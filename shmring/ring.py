@@ -14,13 +14,13 @@ import math
 import os
 import queue
 import time
-from collections.abc import Iterator
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from . import _convert, _core, _lifetime, _naming
+from . import _convert, _core, _lifetime, _naming, _semaphore
 from . import _layout as L
 from ._endpoints import CONSUMER, HOLDER, PRODUCER, Endpoint, EndpointTable, process_start_time
 from ._region import Region
@@ -32,6 +32,12 @@ __all__ = ["Ring"]
 LIVENESS_INTERVAL_S = 0.1
 
 SYNCS = ("lockfree", "semaphore")
+
+T = TypeVar("T")
+
+# Test-only: a deliberately broken semaphore flavour (producers give their
+# side lock back before the copy) that the stress harness must catch.
+_BROKEN_UNLOCK_EARLY = os.environ.get("SHMRING_BROKEN") == "unlock_early"
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -74,6 +80,9 @@ class Ring(_core.SpscRing):
     _stuck_at: tuple[int, int] | None = None  # (role, position) a claim point was first seen stuck at
     _stuck_since: float = 0.0
     _holder_slot: int | None = None  # our HOLDER entry (None in a fork child's inherited copy)
+    _sem: _semaphore.Semaphores | None = None  # sync="semaphore": the ring's semaphores and side locks
+    _sem_held: frozenset[int] = frozenset()  # roles whose side lock an open reserve()/borrow() holds
+    _permits: dict[int, bool]  # sync="semaphore": role -> we hold a permit taken while waiting
 
     def __init__(
         self,
@@ -98,6 +107,8 @@ class Ring(_core.SpscRing):
         one (and still refuses one that a live process uses)."""
         geo = _geometry(capacity, shape, dtype, multi_producer, multi_consumer, sync)
         region = _naming.create(name, geo.total_size, backend, mode, L.KIND_RING, replace_abandoned)
+        sem_id = _semaphore.new_id() if geo.sync == L.SYNC_SEMAPHORE else 0
+        sems = None
         try:
             assert region.mapping is not None
             # Our holder entry exists before the header is published, so no
@@ -105,10 +116,17 @@ class Ring(_core.SpscRing):
             holder = EndpointTable(region.mapping).register(HOLDER)
             if geo.multi:
                 _init_sequence_words(region.mapping, geo)
-            header = L.encode_header(geo, time.time_ns(), os.getpid(), process_start_time(os.getpid()))
+            if sem_id:
+                sems = _semaphore.Semaphores(region.mapping, sem_id, geo.capacity, create=True, mode=mode)
+            header = L.encode_header(geo, time.time_ns(), os.getpid(), process_start_time(os.getpid()), sem_id)
             region.publish_header(header)
-            self._open(region, geo, holder)
+            if sem_id and region.name is None:
+                _semaphore.unlink(sem_id)  # anon: fork children inherit them open; no name to leave behind
+            self._open(region, geo, holder, sems)
         except BaseException:
+            if sems is not None:
+                sems.close()
+                _semaphore.unlink(sem_id)
             region.close()
             region.unlink()
             raise
@@ -127,10 +145,13 @@ class Ring(_core.SpscRing):
             raise
         return ring
 
-    def _open(self, region: Region, geo: L.Geometry, holder: int) -> None:
+    def _open(self, region: Region, geo: L.Geometry, holder: int, sems: _semaphore.Semaphores | None = None) -> None:
         assert region.mapping is not None
         self._table = EndpointTable(region.mapping)
         try:
+            if geo.sync == L.SYNC_SEMAPHORE and sems is None:
+                sem_id = L.header_info(region.mapping)["sem_id"]
+                sems = _semaphore.Semaphores(region.mapping, sem_id, geo.capacity, create=False)
             self._bind(
                 region.mapping,
                 geo.capacity,
@@ -142,10 +163,14 @@ class Ring(_core.SpscRing):
                 geo.seq_offset,
             )
         except BaseException:
+            if sems is not None:
+                sems.close()
             self._table.unregister(holder)
             raise
         self._region = region
         self._geo = geo
+        self._sem = sems
+        self._permits = {PRODUCER: False, CONSUMER: False}
         self._holder_slot = holder
         self._endpoint_slots = {}
         count = geo.capacity * math.prod(geo.shape)
@@ -241,14 +266,18 @@ class Ring(_core.SpscRing):
                 f"a {'reserve' if role == PRODUCER else 'borrow'}() block is open on this handle: finish it first"
             )
         if role in self._endpoint_slots:
-            self._role = self._role | role
+            if self._sem is None:
+                self._role = self._role | role
             return
         exclusive = not (self.multi_producer if role == PRODUCER else self.multi_consumer)
         slot = self._table.register(role, exclusive)
         self._endpoint_slots[role] = slot
         if self._geo.multi:
             self._set_claim(role, self._table.claim_offset(slot))
-        self._role = self._role | role
+        if self._sem is None:
+            # The core's fast paths run for the roles set here; a semaphore
+            # ring keeps them clear, so every call comes to its slow path.
+            self._role = self._role | role
         self._wake_all()
 
     def _peers_gone(self, role: int) -> bool:
@@ -321,11 +350,11 @@ class Ring(_core.SpscRing):
         while True:
             if self._peers_gone(CONSUMER):
                 self._broken_pipe()
-            if self._try_put(arr):
+            if self._put_once(arr, block, deadline):
                 return
             if self._unstick(PRODUCER):
                 continue
-            if not block or not self._sleep(self._wait_writable, deadline):
+            if not block or not self._sleep(self._await_room, deadline):
                 raise queue.Full
 
     def put_many(self, items: Any, block: bool = True, timeout: float | None = None, *, casting: str = "safe") -> int:
@@ -345,12 +374,12 @@ class Ring(_core.SpscRing):
                 if done:
                     return done
                 self._broken_pipe()
-            done += self._try_put_many(arr, done)
+            done += self._put_many_once(arr, done, block, deadline)
             if done == n:
                 return n
             if self._unstick(PRODUCER):
                 continue
-            if not block or not self._sleep(self._wait_writable, deadline):
+            if not block or not self._sleep(self._await_room, deadline):
                 if done:
                     return done
                 raise queue.Full
@@ -377,18 +406,18 @@ class Ring(_core.SpscRing):
             self._become(PRODUCER)
         if self._peers_gone(CONSUMER):
             self._broken_pipe()
-        index = self._write_claim()  # on success, the view counts as open (the core marks it)
+        deadline = _deadline(timeout)
+        index = self._claim_once(block, deadline)  # on success, the view counts as open (the core marks it)
         if index < 0:
-            deadline = _deadline(timeout)
             while True:
                 if self._peers_gone(CONSUMER):
                     self._broken_pipe()
-                index = self._write_claim()
+                index = self._claim_once(block, deadline)
                 if index >= 0:
                     break
                 if self._unstick(PRODUCER):
                     continue
-                if not block or not self._sleep(self._wait_writable, deadline):
+                if not block or not self._sleep(self._await_room, deadline):
                     raise queue.Full
         assert self._items is not None
         slot: np.ndarray[Any, Any] = self._items[index, ...]  # [..., ] keeps 0-d slots views
@@ -400,13 +429,13 @@ class Ring(_core.SpscRing):
         self._become(CONSUMER)
         deadline = _deadline(timeout)
         while True:
-            item = self._try_get()
+            item = self._get_once(block, deadline)
             if item is not None:
                 return item
             self._raise_if_eof()
             if self._unstick(CONSUMER):
                 continue
-            if not block or not self._sleep(self._wait_readable, deadline):
+            if not block or not self._sleep(self._await_items, deadline):
                 raise queue.Empty
 
     def _raise_if_eof(self) -> None:
@@ -431,13 +460,13 @@ class Ring(_core.SpscRing):
         self._become(CONSUMER)
         deadline = _deadline(timeout)
         while True:
-            items = self._try_get_many(max_items)
+            items = self._get_many_once(max_items, block, deadline)
             if items is not None:
                 return items
             self._raise_if_eof()
             if self._unstick(CONSUMER):
                 continue
-            if not block or not self._sleep(self._wait_readable, deadline):
+            if not block or not self._sleep(self._await_items, deadline):
                 raise queue.Empty
 
     def borrow(
@@ -473,19 +502,160 @@ class Ring(_core.SpscRing):
         if not self._role & CONSUMER:  # first use, or closed
             self._check_open()
             self._become(CONSUMER)
-        index, count = self._read_peek(max_items)  # when count > 0, the core marks the view open
+        deadline = _deadline(timeout)
+        index, count = self._peek_once(max_items, block, deadline)  # when count > 0, the core marks the view open
         if not count:
-            deadline = _deadline(timeout)
             while True:
-                index, count = self._read_peek(max_items)
+                index, count = self._peek_once(max_items, block, deadline)
                 if count:
                     break
                 self._raise_if_eof()
                 if self._unstick(CONSUMER):
                     continue
-                if not block or not self._sleep(self._wait_readable, deadline):
+                if not block or not self._sleep(self._await_items, deadline):
                     raise queue.Empty
         return index, count
+
+    # -- one step of each operation: the core's call, guarded in the semaphore flavour ----
+    # The lock-free flavour calls the core directly.  The semaphore flavour
+    # (see _semaphore.py) takes a permit if one is free, takes its side's
+    # lock if the side has several endpoints, makes the same core call (the
+    # indices decide, the permit is only a hint), then settles the permits.
+    def _put_once(self, arr: np.ndarray[Any, Any], block: bool, deadline: float | None) -> bool:
+        if self._sem is None:
+            return self._try_put(arr)
+        return self._guarded(PRODUCER, lambda: self._try_put(arr), int, block, deadline)
+
+    def _put_many_once(self, arr: np.ndarray[Any, Any], done: int, block: bool, deadline: float | None) -> int:
+        if self._sem is None:
+            return self._try_put_many(arr, done)
+        return self._guarded(PRODUCER, lambda: self._try_put_many(arr, done), int, block, deadline)
+
+    def _get_once(self, block: bool, deadline: float | None) -> np.ndarray[Any, Any] | None:
+        if self._sem is None:
+            return self._try_get()
+        return self._guarded(CONSUMER, self._try_get, _count_one, block, deadline)
+
+    def _get_many_once(self, max_items: int, block: bool, deadline: float | None) -> np.ndarray[Any, Any] | None:
+        if self._sem is None:
+            return self._try_get_many(max_items)
+        return self._guarded(CONSUMER, lambda: self._try_get_many(max_items), _count_batch, block, deadline)
+
+    def _claim_once(self, block: bool, deadline: float | None) -> int:
+        """The next free slot's index, or -1 (reserve); in the semaphore
+        flavour the side lock stays held until the block ends."""
+        if self._sem is None:
+            return self._write_claim()
+        index: int = self._guarded(PRODUCER, self._write_claim, lambda i: -1 if i < 0 else 0, block, deadline, True)
+        return index
+
+    def _peek_once(self, max_items: int, block: bool, deadline: float | None) -> tuple[int, int]:
+        """(first slot, count) of ready items (borrow); as _claim_once."""
+        if self._sem is None:
+            return self._read_peek(max_items)
+        got: tuple[int, int] = self._guarded(
+            CONSUMER, lambda: self._read_peek(max_items), lambda r: -1 if r[1] == 0 else 0, block, deadline, True
+        )
+        return got
+
+    def _guarded(
+        self,
+        role: int,
+        op: Callable[[], T],
+        moved: Callable[[T], int],
+        block: bool,
+        deadline: float | None,
+        view: bool = False,
+    ) -> T:
+        """Run the core call ``op`` of ``role`` the semaphore flavour's way.
+
+        ``moved(result)`` says how many items it moved (0: none, and the
+        permit we hold is stale).  For a ``view`` (reserve/borrow) it says
+        0 when the view opened, which keeps the side lock until
+        ``_view_done``, and -1 when there was nothing to open."""
+        sem = self._sem
+        assert sem is not None
+        mine = sem.free if role == PRODUCER else sem.full
+        if not self._permits[role]:
+            self._permits[role] = sem.take(mine, 0)
+        if not self._side_lock(role, block, deadline):
+            raise queue.Full if role == PRODUCER else queue.Empty
+        locked = True
+        try:
+            if _BROKEN_UNLOCK_EARLY and role == PRODUCER:
+                self._side_unlock(role)
+                locked = False
+            out = op()
+        except BaseException:
+            if locked:
+                self._side_unlock(role)
+            raise
+        n = moved(out)
+        if view and n == 0:
+            self._sem_held = self._sem_held | {role}  # settled when the block ends
+            return out
+        if locked:
+            self._side_unlock(role)
+        self._settle(role, max(n, 0))
+        return out
+
+    def _settle(self, role: int, n: int) -> None:
+        """``n`` items moved by ``role``: the permit we hold and n - 1 more
+        are spent, n go to the other side.  With n == 0 the permit we hold
+        was stale (the indices showed no room, or no item): dropped."""
+        sem = self._sem
+        assert sem is not None
+        mine, theirs = (sem.free, sem.full) if role == PRODUCER else (sem.full, sem.free)
+        spent = int(self._permits[role])
+        while spent < n and sem.take(mine, 0):
+            spent += 1
+        self._permits[role] = False
+        sem.give(theirs, n)
+
+    def _view_done(self, role: int, n: int) -> None:
+        """A reserve() (n = 1 published, 0 dropped) or borrow() (n items
+        taken) block of the semaphore flavour ended: give the lock back and
+        settle (a dropped reservation's permit goes back)."""
+        sem = self._sem
+        if sem is None or role not in self._sem_held:
+            return  # lock-free, or close() settled it
+        self._sem_held = self._sem_held - {role}
+        self._side_unlock(role)
+        if n:
+            self._settle(role, n)
+        elif self._permits[role]:
+            self._permits[role] = False
+            sem.give(sem.free if role == PRODUCER else sem.full, 1)
+
+    def _side_lock(self, role: int, block: bool, deadline: float | None) -> bool:
+        """Take ``role``'s side lock if that side has several endpoints;
+        False once the deadline has passed.  A non-blocking call still
+        waits for a holder that is only copying one item."""
+        assert self._sem is not None
+        if not (self.multi_producer if role == PRODUCER else self.multi_consumer):
+            return True
+        if not block:
+            deadline = time.monotonic() + _semaphore.LIVENESS_INTERVAL_S
+        return self._sem.lock(role, deadline)
+
+    def _side_unlock(self, role: int) -> None:
+        assert self._sem is not None
+        if self.multi_producer if role == PRODUCER else self.multi_consumer:
+            self._sem.unlock(role)
+
+    def _await_room(self, timeout: float) -> None:
+        """Sleep until a producer can probably go on (see _sleep)."""
+        if self._sem is None:
+            self._wait_writable(timeout)
+        elif not self._permits[PRODUCER]:
+            self._permits[PRODUCER] = self._sem.take(self._sem.free, timeout)
+
+    def _await_items(self, timeout: float) -> None:
+        """Sleep until a consumer can probably go on (see _sleep)."""
+        if self._sem is None:
+            self._wait_readable(timeout)
+        elif not self._permits[CONSUMER]:
+            self._permits[CONSUMER] = self._sem.take(self._sem.full, timeout)
 
     # -- views ----------------------------------------------------------------------------
     # A reserve (PRODUCER) or borrow (CONSUMER) view is marked open by the
@@ -521,6 +691,9 @@ class Ring(_core.SpscRing):
             # An open reserve()/borrow() block's claim is settled while our
             # entries still announce it (a hole; a taken run).
             self._abandon_views()
+            for role in self._sem_held:
+                self._side_unlock(role)  # the semaphore flavour's block held its side lock
+            self._sem_held = frozenset()
             for slot in self._endpoint_slots.values():
                 self._table.unregister(slot)
             self._endpoint_slots = {}
@@ -533,6 +706,10 @@ class Ring(_core.SpscRing):
         finally:
             self._items = self._items_ro = None  # our own views must not pin the mapping
             self._release()
+            if self._sem is not None:
+                while self._sem.busy:  # another thread is waiting on a semaphore: it wakes within 0.1 s
+                    time.sleep(0.0005)
+                self._sem.close()
             region.close()
 
     def unlink(self) -> None:
@@ -552,6 +729,10 @@ class Ring(_core.SpscRing):
         self._after_fork()
         self._endpoint_slots = {}
         self._holder_slot = None
+        self._sem_held = frozenset()  # the parent's blocks, and their locks, are the parent's
+        self._permits = {PRODUCER: False, CONSUMER: False}
+        if self._sem is not None:
+            self._sem.busy = 0
         if self._region is not None:
             self._region.creator_pid = 0
 
@@ -604,6 +785,7 @@ class _Reservation:
                     ring._write_abort()  # a multi-producer ring's claimed slot becomes a hole
         finally:
             ring._close_view(PRODUCER)
+            ring._view_done(PRODUCER, 1 if exc_type is None else 0)
 
 
 class _Loan:
@@ -634,6 +816,7 @@ class _Loan:
                 ring._read_release(self._count)
         finally:
             ring._close_view(CONSUMER)
+            ring._view_done(CONSUMER, self._count)
 
 
 def _positive_int(value: Any, what: str) -> int:
@@ -642,6 +825,16 @@ def _positive_int(value: Any, what: str) -> int:
     if value < 1:
         raise ValueError(f"{what} must be at least 1, not {value}")
     return int(value)
+
+
+def _count_one(item: np.ndarray[Any, Any] | None) -> int:
+    """Items a get moved (see Ring._guarded)."""
+    return 0 if item is None else 1
+
+
+def _count_batch(items: np.ndarray[Any, Any] | None) -> int:
+    """Items a get_many moved (see Ring._guarded)."""
+    return 0 if items is None else len(items)
 
 
 def _init_sequence_words(mapping: Any, geo: L.Geometry) -> None:
@@ -654,8 +847,8 @@ def _init_sequence_words(mapping: Any, geo: L.Geometry) -> None:
 
 
 def _check_supported(geo: L.Geometry) -> None:
-    if geo.sync != L.SYNC_LOCKFREE:
-        raise NotImplementedError("this shmring builds lock-free rings only; sync='semaphore' rings are not built yet")
+    if geo.sync not in (L.SYNC_LOCKFREE, L.SYNC_SEMAPHORE):
+        raise NotImplementedError(f"this shmring does not know sync flavour {geo.sync}")
 
 
 def _geometry(

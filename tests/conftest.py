@@ -22,9 +22,28 @@ def _entries() -> set[str]:
         return set()
 
 
+def _mapped_by_others(entry: str) -> bool:
+    """True if a live process other than this one maps /dev/shm/``entry``
+    (a semaphore another run on this machine has open)."""
+    path = os.path.join(SHM_DIR, entry)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                if path in f.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def _someone_elses(entry: str) -> bool:
     """A shmring segment that a live process other than this one created or
-    holds: not ours to judge (a concurrent run on the same machine)."""
+    holds, or a semaphore another process has open: not ours to judge (a
+    concurrent run on the same machine)."""
+    if entry.startswith("sem."):
+        return _mapped_by_others(entry)
     try:
         with open(os.path.join(SHM_DIR, entry), "rb") as f:
             head = f.read(_layout.HEADER_SIZE)

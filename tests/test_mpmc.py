@@ -12,6 +12,7 @@ import os
 import queue
 import signal
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 import shmring
 from shmring import _core
 from shmring import _layout as L
+from shmring._endpoints import PRODUCER
 
 FORK = mp.get_context("fork")
 TOPOLOGIES = [(True, False), (False, True), (True, True)]
@@ -216,6 +218,20 @@ def consume(ring: shmring.Ring, out: str, batch: int) -> None:
     ring.close()
 
 
+def start_producers_first(ring: shmring.Ring, procs: list[Any], producers: int) -> None:
+    """Start the producers, wait until all have registered (with no consumer
+    yet, none can finish), then the consumers: otherwise a consumer could
+    see every producer gone (EOF) before the last one arrived."""
+    for proc in procs[:producers]:
+        proc.start()
+    deadline = time.monotonic() + 60
+    while ring._table.live(PRODUCER) < producers and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for proc in procs[producers:]:
+        proc.start()
+    ring.close()
+
+
 def check_stream(files: list[Path], producers: int, n: int, dead: dict[int, int] | None = None) -> None:
     """No loss, no duplicate, and each producer's items in order at each consumer."""
     seen: dict[int, list[int]] = {p: [] for p in range(producers)}
@@ -230,23 +246,25 @@ def check_stream(files: list[Path], producers: int, n: int, dead: dict[int, int]
         assert sorted(items) == list(range(n)), f"producer {p}: lost {set(range(n)) - set(items)}"
 
 
-@pytest.mark.parametrize("producers,consumers", [(4, 4), (3, 1), (1, 3)])
-def test_many_producers_and_consumers_lose_nothing(producers: int, consumers: int, name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("producers,consumers", [(4, 4), (3, 1), (1, 3), (1, 1)])
+@pytest.mark.parametrize("sync", ["lockfree", "semaphore"])
+def test_many_producers_and_consumers_lose_nothing(
+    sync: str, producers: int, consumers: int, name: str, tmp_path: Path
+) -> None:
     n = 3000
     ring = shmring.Ring(
         name,
         capacity=16,
         shape=(2,),
         dtype=np.int64,
+        sync=sync,
         multi_producer=producers > 1,
         multi_consumer=consumers > 1,
     )
     files = [tmp_path / f"c{c}.npy" for c in range(consumers)]
-    procs = [FORK.Process(target=consume, args=(ring, str(files[c]), c % 3 + 1)) for c in range(consumers)]
-    procs += [FORK.Process(target=produce, args=(ring, p, n, p % 4 + 1)) for p in range(producers)]
-    for proc in procs:
-        proc.start()
-    ring.close()
+    procs = [FORK.Process(target=produce, args=(ring, p, n, p % 4 + 1)) for p in range(producers)]
+    procs += [FORK.Process(target=consume, args=(ring, str(files[c]), c % 3 + 1)) for c in range(consumers)]
+    start_producers_first(ring, procs, producers)
     for proc in procs:
         proc.join(120)
         assert proc.exitcode == 0

@@ -1,6 +1,7 @@
 """A multi-producer/multi-consumer Ring against a sequential model, driven
 by hypothesis: two handles, each producing and consuming, every method,
-aborted reservations leaving holes that every kind of get skips.
+aborted reservations leaving holes that every kind of get skips (the
+lock-free flavour); the same for the semaphore flavour, which leaves none.
 
 The model is a deque of entries, an item or a hole (None).  A hole holds
 its slot (qsize counts it) until a consumer passes it.
@@ -25,6 +26,9 @@ HANDLE = st.integers(0, 1)
 
 
 class MpmcMachine(RuleBasedStateMachine):
+    SYNC = "lockfree"
+    HOLES = True  # an aborted reserve() leaves a hole (the lock-free flavour's claim is taken)
+
     def __init__(self) -> None:
         super().__init__()
         self.model: deque[Entry] = deque()
@@ -37,7 +41,13 @@ class MpmcMachine(RuleBasedStateMachine):
         self.capacity = capacity
         name = f"shmring-model-{uuid.uuid4().hex[:12]}"
         first = shmring.Ring(
-            name, capacity=capacity, shape=SHAPE, dtype=np.int64, multi_producer=True, multi_consumer=True
+            name,
+            capacity=capacity,
+            shape=SHAPE,
+            dtype=np.int64,
+            multi_producer=True,
+            multi_consumer=True,
+            sync=self.SYNC,
         )
         self.handles = [first, shmring.Ring.attach(name)]
 
@@ -87,7 +97,8 @@ class MpmcMachine(RuleBasedStateMachine):
                 if not commit:
                     raise LookupError
         except LookupError:
-            self.model.append(None)  # claimed, never published: a hole
+            if self.HOLES:
+                self.model.append(None)  # claimed, never published: a hole
             return
         self.model.append((int(item[0]), int(item[1])))
 
@@ -144,3 +155,15 @@ class MpmcMachine(RuleBasedStateMachine):
 
 MpmcMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 test_multi_ring_matches_a_deque_with_holes = MpmcMachine.TestCase
+
+
+class SemaphoreMachine(MpmcMachine):
+    """The semaphore flavour: each side serialised by its lock; an aborted
+    reserve() publishes nothing and leaves no hole."""
+
+    SYNC = "semaphore"
+    HOLES = False
+
+
+SemaphoreMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+test_semaphore_ring_matches_a_deque = SemaphoreMachine.TestCase

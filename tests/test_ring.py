@@ -412,9 +412,9 @@ def test_endpoints_lists_holders_producers_and_consumers(ring: shmring.Ring) -> 
     assert all(e.pid == os.getpid() and e.alive for e in ring.endpoints())
 
 
-def test_the_semaphore_flavour_is_not_built_yet(name: str) -> None:
-    with pytest.raises(NotImplementedError):
-        shmring.Ring(name, capacity=2, sync="semaphore")
+def test_an_unknown_sync_flavour_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="sync must be one of"):
+        shmring.Ring(name, capacity=2, sync="spinlock")
     assert not os.path.exists(f"/dev/shm/{name}")
 
 

@@ -1,0 +1,194 @@
+"""The semaphore flavour (``sync="semaphore"``): the classic bounded buffer
+of the semaphore notes -- a free-slot count, a filled-slot count, and a
+lock for each side that has several endpoints -- over posix_ipc named
+semaphores, made robust.
+
+posix_ipc semaphores are not robust: a process SIGKILLed while holding one,
+or between taking a permit and giving the matching one back, leaves it
+taken for good.  So here the semaphores are where processes *sleep*, and
+the ring's indices are the truth:
+
+* **The counts are hints.**  A producer takes a free-slot permit (waiting at
+  most ``LIVENESS_INTERVAL_S`` at a time), then, under its side's lock, asks
+  the indices whether a slot is free; the core's single-producer protocol
+  does the copy and the release store of ``head``.  A permit lost with a
+  dead process costs one timed wait, never a slot: the indices show the
+  room.  A permit with no room behind it (a stale one) is dropped.  Either
+  step brings the count back to the indices, so the counts heal
+  themselves; a lock taken over from a dead holder also resets them from
+  the indices at once.
+* **The locks are words.**  The holder's identity (pid and start time) is
+  CASed into the header; the lock's semaphore is only its waiters' parking
+  place.  A waiter that has parked for ``LIVENESS_INTERVAL_S`` looks at the
+  holder, and if it is dead takes the lock over with a CAS (one winner).
+  The critical section is one call of the core (copy, then the release
+  store of the index), so a holder dying anywhere inside leaves the ring as
+  it was, or with its item published: there is nothing to undo.
+
+The semaphores are named after a random id kept in the header
+(``/dev/shm/sem.shmring-<id>-free`` ...).  They go with the region's name
+(the last handle out, ``unlink()``, ``shmring rm``/``gc``); an anon ring's
+are unlinked at once (fork children inherit them open); a file ring's are
+unlinked by its last handle out and made anew, from the indices, by the
+next attach.  See docs/design.md, "The semaphore flavour".
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+import time
+from typing import Any
+
+import posix_ipc
+
+from . import _core
+from . import _layout as L
+from ._endpoints import CONSUMER, PRODUCER, own_identity, word_alive
+
+__all__ = ["LIVENESS_INTERVAL_S", "Semaphores", "new_id", "unlink", "unlink_for_header"]
+
+# Longest single sleep: how often a waiter looks at the indices and at the
+# lock's holder (the same interval as the lock-free ring's liveness checks).
+LIVENESS_INTERVAL_S = 0.1
+
+_PARTS = ("free", "full", "plock", "clock")
+_LOCK_OFF = {PRODUCER: L.PRODUCER_LOCK_OFF, CONSUMER: L.CONSUMER_LOCK_OFF}
+_RESYNC_MAX = 64  # permits one repair adds or removes: lost ones are few (one per dead process)
+_SEM_MAX = 0x7FFFFFFF  # SEM_VALUE_MAX on Linux
+
+
+def new_id() -> int:
+    """A fresh semaphore id for a new ring (never 0, which means none)."""
+    return secrets.randbits(63) | 1
+
+
+def names(sem_id: int) -> list[str]:
+    """The posix_ipc names of a ring's semaphores: free, full, and the two locks' parking places."""
+    return [f"/shmring-{sem_id:016x}-{part}" for part in _PARTS]
+
+
+def unlink(sem_id: int) -> None:
+    """Remove a ring's semaphores (those that exist)."""
+    for name in names(sem_id):
+        try:
+            posix_ipc.unlink_semaphore(name)
+        except posix_ipc.ExistentialError:
+            pass
+
+
+def unlink_for_header(buf: Any) -> None:
+    """Remove the semaphores a mapped header names, if it is a valid
+    semaphore-flavour header (anything else is left alone)."""
+    if len(buf) < L.IMMUTABLE_END or bytes(buf[: len(L.MAGIC)]) != L.MAGIC:
+        return
+    (stored,) = struct.unpack_from("<Q", buf, L.CHECKSUM_OFF)
+    (flags,) = struct.unpack_from("<I", buf, L.FLAGS_OFF)
+    if stored != L.checksum(buf) or flags >> 8 != L.SYNC_SEMAPHORE:
+        return
+    sem_id = L.header_info(buf)["sem_id"]
+    if sem_id:
+        unlink(sem_id)
+
+
+class Semaphores:
+    """The open semaphores of one ring handle, and its side locks."""
+
+    def __init__(self, buf: Any, sem_id: int, capacity: int, create: bool, mode: int = 0o600) -> None:
+        self._buf = buf
+        self.sem_id = sem_id
+        self.capacity = capacity
+        self.limit = min(capacity, _SEM_MAX)
+        self.holder_died = False  # a lock of ours was taken over from a dead holder
+        used = self._used()
+        flags = posix_ipc.O_CREX if create else posix_ipc.O_CREAT
+        opened: list[Any] = []
+        try:
+            for name, initial in zip(names(sem_id), (self.limit - min(used, self.limit), used, 0, 0), strict=True):
+                opened.append(posix_ipc.Semaphore(name, flags, mode, min(initial, _SEM_MAX)))
+        except BaseException:
+            for sem in opened:
+                sem.close()
+            if create:
+                unlink(sem_id)
+            raise
+        self.free, self.full, plock, clock = opened
+        self._park = {PRODUCER: plock, CONSUMER: clock}
+        self.busy = 0  # calls of this process on the semaphores under way (close() waits for them)
+
+    # -- permits -----------------------------------------------------------------------
+    def take(self, sem: Any, timeout: float) -> bool:
+        """One permit, waiting up to ``timeout`` seconds (0: do not wait)."""
+        self.busy += 1
+        try:
+            sem.acquire(timeout)
+            return True
+        except posix_ipc.BusyError:
+            return False
+        except posix_ipc.SignalError:
+            return False  # interrupted: the caller's loop comes round, and Python runs the handler
+        finally:
+            self.busy -= 1
+
+    def give(self, sem: Any, n: int) -> None:
+        """``n`` permits, never raising the count past the capacity (a
+        surplus would only be dropped again)."""
+        for _ in range(n):
+            if sem.value >= self.limit:
+                return
+            sem.release()
+
+    def _used(self) -> int:
+        """Items the indices say are in the ring (clamped: a hint)."""
+        tail = _core.load64(self._buf, L.TAIL_OFF)
+        head = _core.load64(self._buf, L.HEAD_OFF)
+        return max(0, min(head - tail, self.capacity))
+
+    # -- counts ------------------------------------------------------------------------
+    def resync(self) -> None:
+        """Move the counts to what the indices say (after a dead holder)."""
+        used = self._used()
+        for sem, target in ((self.free, self.limit - min(used, self.limit)), (self.full, min(used, self.limit))):
+            diff = target - sem.value
+            if diff > 0:
+                self.give(sem, min(diff, _RESYNC_MAX))
+            for _ in range(min(-diff, _RESYNC_MAX)):
+                if not self.take(sem, 0):
+                    break
+
+    # -- side locks --------------------------------------------------------------------
+    def lock(self, role: int, deadline: float | None) -> bool:
+        """Take ``role``'s lock; False once ``deadline`` has passed.  A dead
+        holder's lock is taken over (``holder_died`` then says so)."""
+        off, park, me = _LOCK_OFF[role], self._park[role], own_identity()
+        while True:
+            # SYNC POINT (seq_cst CAS): acquires what the previous holder
+            # released (its store of 0 below).
+            seen = _core.cas64(self._buf, off, 0, me)
+            if seen == 0:
+                return True
+            wait = LIVENESS_INTERVAL_S
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    return False
+            if not self.take(park, wait) and not word_alive(seen):
+                # Parked a whole interval behind a dead holder: take over.
+                if _core.cas64(self._buf, off, seen, me) == seen:
+                    self.holder_died = True
+                    self.resync()
+                    return True
+
+    def unlock(self, role: int) -> None:
+        """Give ``role``'s lock back and wake one parked waiter."""
+        # SYNC POINT (release): the critical section's stores come first.
+        _core.store64(self._buf, _LOCK_OFF[role], 0)
+        park = self._park[role]
+        if park.value == 0:
+            park.release()  # a spare wake-up only costs a waiter one more CAS
+
+    def close(self) -> None:
+        """Close our handles on the semaphores (the caller has made sure no
+        other thread of ours is inside a call: ``busy`` is 0)."""
+        for sem in (self.free, self.full, *self._park.values()):
+            sem.close()
