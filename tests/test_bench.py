@@ -65,7 +65,9 @@ def test_many_section_runs_quick_with_every_available_peer() -> None:
     out = io.StringIO()
     ManySection().run(_ctx(), QUICK, report, out)
     rows = report.many_to_many
-    expected = {"ring lock-free", "mp.Queue"} | ({"faster-fifo"} if FasterFifoMulti.available() else set())
+    expected = {"ring lock-free", "ring semaphore", "mp.Queue"} | (
+        {"faster-fifo"} if FasterFifoMulti.available() else set()
+    )
     assert {r.transport for r in rows} == expected
     assert all((r.size, r.producers, r.consumers) == (64, 2, 2) and r.messages > 0 for r in rows)
     assert re.search(r"x[\d.,]+ mp\.Queue", out.getvalue())  # the Ring row compared with its peers
@@ -179,4 +181,4 @@ def test_many_section_runs_without_faster_fifo(monkeypatch: pytest.MonkeyPatch) 
     assert not FasterFifoMulti.available()
     report = Report(meta={})
     ManySection().run(_ctx(), QUICK, report, io.StringIO())
-    assert [r.transport for r in report.many_to_many] == ["ring lock-free", "mp.Queue"]
+    assert [r.transport for r in report.many_to_many] == ["ring lock-free", "ring semaphore", "mp.Queue"]

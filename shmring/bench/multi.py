@@ -95,9 +95,9 @@ class MultiTransport:
     array (or any buffer) of ``size`` bytes.  The stamps, the markers, the
     checks and the timing are the same for every transport.
 
-    What a Ring transport (``RingLockfreeMulti`` below; ``RingSemaphoreMulti``
-    once ``sync="semaphore"`` exists) has to implement is therefore one
-    class added to ``MULTI_RING_TRANSPORTS``::
+    What a Ring transport (``RingLockfreeMulti``, ``RingSemaphoreMulti``
+    below) has to implement is therefore one class added to
+    ``MULTI_RING_TRANSPORTS``::
 
         class RingLockfreeMulti(MultiTransport):
             label = "ring lock-free"
@@ -268,7 +268,6 @@ class FasterFifoMulti(MultiTransport):
 _BLOCK_S = 3600.0  # faster-fifo's blocking calls time out (10 s by default); the children's own limit is CHILD_GRACE_S
 
 
-# The semaphore flavour's row (RingSemaphoreMulti) comes with sync="semaphore".
 class RingLockfreeMulti(MultiTransport):
     """``Ring(capacity, shape=(size,), dtype=uint8, multi_producer=True,
     multi_consumer=True)``, lock-free: ``put(array)`` / ``get()``, one
@@ -277,6 +276,7 @@ class RingLockfreeMulti(MultiTransport):
 
     label = "ring lock-free"
     ring = True
+    sync: ClassVar[str] = "lockfree"
 
     def __init__(self, ctx: ForkContext, topo: Topology) -> None:
         super().__init__(ctx, topo)
@@ -288,11 +288,20 @@ class RingLockfreeMulti(MultiTransport):
             dtype=np.uint8,
             multi_producer=True,
             multi_consumer=True,
+            sync=self.sync,
             backend="anon",
         )
 
 
-MULTI_RING_TRANSPORTS: tuple[type[MultiTransport], ...] = (RingLockfreeMulti,)
+class RingSemaphoreMulti(RingLockfreeMulti):
+    """The same ring in the semaphore flavour (``sync="semaphore"``): each
+    side serialised by its lock, sleeping on posix_ipc semaphores."""
+
+    label = "ring semaphore"
+    sync = "semaphore"
+
+
+MULTI_RING_TRANSPORTS: tuple[type[MultiTransport], ...] = (RingLockfreeMulti, RingSemaphoreMulti)
 MULTI_PEER_TRANSPORTS: tuple[type[MultiTransport], ...] = (MpQueueMulti, FasterFifoMulti)
 
 
