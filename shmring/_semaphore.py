@@ -35,6 +35,7 @@ next attach.  See docs/design.md, "The semaphore flavour".
 
 from __future__ import annotations
 
+import os
 import secrets
 import struct
 import time
@@ -46,7 +47,7 @@ from . import _core
 from . import _layout as L
 from ._endpoints import CONSUMER, PRODUCER, own_identity, word_alive
 
-__all__ = ["LIVENESS_INTERVAL_S", "Semaphores", "new_id", "unlink", "unlink_for_header"]
+__all__ = ["LIVENESS_INTERVAL_S", "Semaphores", "new_id", "orphans", "unlink", "unlink_for_header"]
 
 # Longest single sleep: how often a waiter looks at the indices and at the
 # lock's holder (the same interval as the lock-free ring's liveness checks).
@@ -75,6 +76,51 @@ def unlink(sem_id: int) -> None:
             posix_ipc.unlink_semaphore(name)
         except posix_ipc.ExistentialError:
             pass
+
+
+def mapped_inodes(shm_dir: str = "/dev/shm", exclude_pid: int = 0) -> set[int]:
+    """Inodes of the files under ``shm_dir`` that live processes (but
+    ``exclude_pid``) have mapped.  By inode, not by path: glibc's sem_open
+    maps a temporary file and only then links it under its name, so the
+    creator's mapping shows the temporary name."""
+    inodes: set[int] = set()
+    prefix = shm_dir.rstrip("/") + "/"
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == exclude_pid:
+            continue
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                for line in f:
+                    fields = line.split(None, 5)
+                    if len(fields) == 6 and fields[5].startswith(prefix):
+                        inodes.add(int(fields[4]))
+        except (OSError, ValueError):
+            continue
+    return inodes
+
+
+def orphans(shm_dir: str = "/dev/shm") -> list[str]:
+    """The shmring semaphores that no live process has open.
+
+    Removing one is always safe: its ring, if it still exists, makes it anew
+    from its indices at the next attach (the counts are only hints).  These
+    are what a ring leaves when every process using it was killed and its
+    name was then removed without its header (say, by ``rm /dev/shm/...``)."""
+    try:
+        entries = [e for e in os.listdir(shm_dir) if e.startswith("sem.shmring-")]
+    except FileNotFoundError:
+        return []
+    if not entries:
+        return []
+    mapped = mapped_inodes(shm_dir)
+    out = []
+    for entry in entries:
+        try:
+            if os.stat(os.path.join(shm_dir, entry)).st_ino not in mapped:
+                out.append("/" + entry[len("sem.") :])
+        except FileNotFoundError:
+            continue
+    return sorted(out)
 
 
 def unlink_for_header(buf: Any) -> None:

@@ -156,6 +156,16 @@ def cmd_gc(args: argparse.Namespace) -> int:
                     pass  # someone else removed it first
             removed += 1
     print(f"{removed} abandoned segment(s)")
+    orphans = _semaphore.orphans(SHM_DIR)
+    for name in orphans:
+        print(f"{'would remove' if args.dry_run else 'removing'} semaphore {name} (no process has it open)")
+        if not args.dry_run:
+            try:
+                posix_ipc.unlink_semaphore(name)
+            except posix_ipc.ExistentialError:
+                pass
+    if orphans:
+        print(f"{len(orphans)} orphaned semaphore(s)")
     return 0
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from shmring import _layout
 from shmring._endpoints import is_alive, unpack_word
+from shmring._semaphore import mapped_inodes
 
 SHM_DIR = "/dev/shm"
 
@@ -25,17 +26,11 @@ def _entries() -> set[str]:
 def _mapped_by_others(entry: str) -> bool:
     """True if a live process other than this one maps /dev/shm/``entry``
     (a semaphore another run on this machine has open)."""
-    path = os.path.join(SHM_DIR, entry)
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{pid}/maps") as f:
-                if path in f.read():
-                    return True
-        except OSError:
-            continue
-    return False
+    try:
+        inode = os.stat(os.path.join(SHM_DIR, entry)).st_ino
+    except FileNotFoundError:
+        return True  # gone already: someone else removed it
+    return inode in mapped_inodes(SHM_DIR, exclude_pid=os.getpid())
 
 
 def _someone_elses(entry: str) -> bool:

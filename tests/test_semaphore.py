@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import posix_ipc
 import pytest
 from test_mpmc import pair, run_child
 
@@ -236,3 +237,12 @@ def test_ctrl_c_interrupts_a_blocked_get(tmp_path: Path, name: str) -> None:
     )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "interrupted", out.stderr
+
+
+def test_gc_removes_orphaned_semaphores_and_keeps_live_ones(name: str) -> None:
+    with shmring.Ring(name, capacity=2, sync="semaphore") as r:
+        orphan = _semaphore.names(_semaphore.new_id())[0]
+        posix_ipc.Semaphore(orphan, posix_ipc.O_CREX, 0o600, 0).close()  # as a killed ring's would be
+        assert cli.main(["gc"]) == 0
+        assert not os.path.exists(f"/dev/shm/sem.{orphan[1:]}")
+        assert len(semaphores_of(r)) == 4  # ours are open: kept
