@@ -107,7 +107,7 @@ futex_wait_gil(void *word, uint32_t expected, double timeout)
 /* Module-level atomics on any writable buffer (header words, endpoint
  * table).  Each call checks offset and alignment against the buffer. */
 
-static void *
+void *
 checked_word(Py_buffer *view, Py_ssize_t off, Py_ssize_t width)
 {
     if (off < 0 || width > view->len || off > view->len - width) {
@@ -122,7 +122,7 @@ checked_word(Py_buffer *view, Py_ssize_t off, Py_ssize_t width)
     return p;
 }
 
-static int
+int
 get_writable(PyObject *obj, Py_buffer *view)
 {
     return PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS);
@@ -1323,6 +1323,21 @@ static PyMethodDef core_methods[] = {
      "futex_wait(buf, off, expected, timeout) -> bool: sleep while the 32-bit word equals expected"},
     {"futex_wake", (PyCFunction)(void (*)(void))core_futex_wake, METH_FASTCALL,
      "futex_wake(buf, off, n) -> number woken"},
+    {"seq_read", (PyCFunction)(void (*)(void))array_seq_read, METH_FASTCALL,
+     "seq_read(buf, seq_off, data_off, out) -> int: copy len(out) bytes from data_off; the even sequence "
+     "if no write() overlapped the copy, -1 while a write() is under way, -2 if one began meanwhile"},
+    {"seq_begin", (PyCFunction)(void (*)(void))array_seq_begin, METH_FASTCALL,
+     "seq_begin(buf, seq_off) -> int: make the sequence odd (a write() begins); returns it"},
+    {"seq_end", (PyCFunction)(void (*)(void))array_seq_end, METH_FASTCALL,
+     "seq_end(buf, seq_off, odd) (release): the write() that seq_begin returned odd for is complete"},
+    {"elem_load", (PyCFunction)(void (*)(void))array_elem_load, METH_FASTCALL,
+     "elem_load(buf, off, kind) -> int (seq_cst); kind 0 int32, 1 int64, 2 uint32, 3 uint64"},
+    {"elem_store", (PyCFunction)(void (*)(void))array_elem_store, METH_FASTCALL,
+     "elem_store(buf, off, kind, value) (seq_cst)"},
+    {"elem_add", (PyCFunction)(void (*)(void))array_elem_add, METH_FASTCALL,
+     "elem_add(buf, off, kind, value) -> old value (seq_cst, wraps)"},
+    {"elem_cas", (PyCFunction)(void (*)(void))array_elem_cas, METH_FASTCALL,
+     "elem_cas(buf, off, kind, expected, desired) -> (success, observed) (seq_cst)"},
     {"_test_config", (PyCFunction)core_test_config, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -12,6 +12,7 @@
 #include <Python.h>
 
 #include "_atomic.h"
+#include "_core.h"
 #include "_mpmc.h"
 #include "_spsc.h"
 
@@ -47,7 +48,6 @@ typedef struct {
 #define W32_OF(r, k) SPSC_W32(&(r)->q, k)
 
 /* _core.c */
-void raise_layout(const char *fmt, ...);
 void ring_end_inflight(SpscRing *r);
 PyObject *ring_new_items(SpscRing *r, uint64_t k, int batch);
 int ring_wait_word(SpscRing *r, a64 *word, a32 *waiters, uint64_t expected, double timeout);

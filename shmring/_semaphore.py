@@ -17,11 +17,11 @@ the ring's indices are the truth:
   step brings the count back to the indices, so the counts heal
   themselves; a lock taken over from a dead holder also resets them from
   the indices at once.
-* **The locks are words.**  The holder's identity (pid and start time) is
-  CASed into the header; the lock's semaphore is only its waiters' parking
-  place.  A waiter that has parked for ``LIVENESS_INTERVAL_S`` looks at the
-  holder, and if it is dead takes the lock over with a CAS (one winner).
-  The critical section is one call of the core (copy, then the release
+* **The locks are words** (``_lock.Lock``): the holder's identity (pid and
+  start time) is CASed into the header; the lock's semaphore is only its
+  waiters' parking place.  A waiter that has parked for
+  ``LIVENESS_INTERVAL_S`` looks at the holder, and if it is dead takes the
+  lock over with a CAS (one winner).  The critical section is one call of the core (copy, then the release
   store of the index), so a holder dying anywhere inside leaves the ring as
   it was, or with its item published: there is nothing to undo.
 
@@ -38,20 +38,16 @@ from __future__ import annotations
 import os
 import secrets
 import struct
-import time
 from typing import Any
 
 import posix_ipc
 
 from . import _core
 from . import _layout as L
-from ._endpoints import CONSUMER, PRODUCER, own_identity, word_alive
+from ._endpoints import CONSUMER, PRODUCER
+from ._lock import LIVENESS_INTERVAL_S, Lock, SemaphorePark
 
 __all__ = ["LIVENESS_INTERVAL_S", "Semaphores", "new_id", "orphans", "unlink", "unlink_for_header"]
-
-# Longest single sleep: how often a waiter looks at the indices and at the
-# lock's holder (the same interval as the lock-free ring's liveness checks).
-LIVENESS_INTERVAL_S = 0.1
 
 _PARTS = ("free", "full", "plock", "clock")
 _LOCK_OFF = {PRODUCER: L.PRODUCER_LOCK_OFF, CONSUMER: L.CONSUMER_LOCK_OFF}
@@ -159,7 +155,11 @@ class Semaphores:
                 unlink(sem_id)
             raise
         self.free, self.full, plock, clock = opened
-        self._park = {PRODUCER: plock, CONSUMER: clock}
+        self._parks = (plock, clock)
+        self._locks = {
+            role: Lock(buf, _LOCK_OFF[role], SemaphorePark(park, self.take), on_takeover=self.resync)
+            for role, park in ((PRODUCER, plock), (CONSUMER, clock))
+        }
         self.busy = 0  # calls of this process on the semaphores under way (close() waits for them)
 
     # -- permits -----------------------------------------------------------------------
@@ -206,35 +206,18 @@ class Semaphores:
     def lock(self, role: int, deadline: float | None) -> bool:
         """Take ``role``'s lock; False once ``deadline`` has passed.  A dead
         holder's lock is taken over (``holder_died`` then says so)."""
-        off, park, me = _LOCK_OFF[role], self._park[role], own_identity()
-        while True:
-            # SYNC POINT (seq_cst CAS): acquires what the previous holder
-            # released (its store of 0 below).
-            seen = _core.cas64(self._buf, off, 0, me)
-            if seen == 0:
-                return True
-            wait = LIVENESS_INTERVAL_S
-            if deadline is not None:
-                wait = min(wait, deadline - time.monotonic())
-                if wait <= 0:
-                    return False
-            if not self.take(park, wait) and not word_alive(seen):
-                # Parked a whole interval behind a dead holder: take over.
-                if _core.cas64(self._buf, off, seen, me) == seen:
-                    self.holder_died = True
-                    self.resync()
-                    return True
+        lock = self._locks[role]
+        if not lock.acquire(deadline):
+            return False
+        self.holder_died = self.holder_died or lock.holder_died
+        return True
 
     def unlock(self, role: int) -> None:
         """Give ``role``'s lock back and wake one parked waiter."""
-        # SYNC POINT (release): the critical section's stores come first.
-        _core.store64(self._buf, _LOCK_OFF[role], 0)
-        park = self._park[role]
-        if park.value == 0:
-            park.release()  # a spare wake-up only costs a waiter one more CAS
+        self._locks[role].release()
 
     def close(self) -> None:
         """Close our handles on the semaphores (the caller has made sure no
         other thread of ours is inside a call: ``busy`` is 0)."""
-        for sem in (self.free, self.full, *self._park.values()):
+        for sem in (self.free, self.full, *self._parks):
             sem.close()
