@@ -7,8 +7,9 @@ name starts with an underscore is private.
 from __future__ import annotations
 
 from ._endpoints import Endpoint
+from .array import Array
 from .errors import LayoutError, RoleError, ShmringError
 from .ring import Ring
 
-__all__ = ["Endpoint", "LayoutError", "Ring", "RoleError", "ShmringError", "__version__"]
+__all__ = ["Array", "Endpoint", "LayoutError", "Ring", "RoleError", "ShmringError", "__version__"]
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import math
+import operator
 import struct
 import zlib
 from typing import Any
@@ -32,7 +33,8 @@ HEADER_SIZE = PAGE
 DATA_OFFSET = HEADER_SIZE
 
 KIND_RING = 1
-KIND_NAMES = {KIND_RING: "Ring"}
+KIND_ARRAY = 2
+KIND_NAMES = {KIND_RING: "Ring", KIND_ARRAY: "Array"}
 
 SYNC_LOCKFREE = 0
 SYNC_SEMAPHORE = 1
@@ -75,6 +77,12 @@ CACHED_HEAD_OFF = 648  # Q   consumer's last view of HEAD
 # --- waiter line: written only around sleeping --------------------------------
 CONSUMER_WAITERS_OFF = 768  # I   epoch << 16 | consumers asleep on HEAD's low half
 PRODUCER_WAITERS_OFF = 772  # I   epoch << 16 | producers asleep on TAIL's low half
+
+# --- Array: a region holds one kind, so an Array's words reuse the ring's lines
+ARRAY_LOCK_OFF = 512  # Q   identity word of the holder of the Array's lock (0: free)
+ARRAY_LOCK_WAKE_OFF = 520  # I   futex word of the lock-free flavour: bumped on every release
+ARRAY_LOCK_WAITERS_OFF = 524  # I   sleepers on it
+ARRAY_SEQ_OFF = 640  # Q   seqlock sequence: odd while a write() is under way (readers poll this line)
 
 # --- endpoint summary line: written on attach/close/reap ----------------------
 PRODUCERS_EVER_OFF = 896  # I   1 once any producer registered
@@ -210,6 +218,20 @@ def _descr_bytes(dtype: np.dtype[Any]) -> bytes:
     return text
 
 
+def check_shape(shape: Any) -> tuple[int, ...]:
+    """Normalise ``shape`` (an int or a sequence of ints) and refuse what a
+    header cannot describe."""
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        dims = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"shape must be an int or a tuple of ints, not {shape!r}") from None
+    if any(d < 0 for d in dims) or len(dims) > MAX_NDIM:
+        raise ValueError(f"shape must have at most {MAX_NDIM} non-negative dimensions, not {dims}")
+    return dims
+
+
 def check_dtype(dtype: Any) -> np.dtype[Any]:
     """Normalise ``dtype`` and refuse the ones shared memory cannot hold."""
     dt: np.dtype[Any] = np.dtype(dtype)
@@ -278,7 +300,8 @@ def read_header(buf: Any, mapped_size: int, kind: int) -> Geometry:
         raise LayoutError("header checksum mismatch: the region is corrupt")
     if got_kind != kind:
         have = KIND_NAMES.get(got_kind, f"kind {got_kind}")
-        raise LayoutError(f"region holds a {have}, not a {KIND_NAMES.get(kind, kind)}")
+        want = KIND_NAMES.get(kind, f"kind {kind}")
+        raise LayoutError(f"region holds {_a(have)} {have}, not {_a(want)} {want}")
     total, capacity, slot_size, data_off, ndim, descr_len = struct.unpack_from("<QQQQII", buf, TOTAL_SIZE_OFF)
     if header_size != HEADER_SIZE:
         raise LayoutError("header size differs from this format's")
@@ -301,6 +324,10 @@ def read_header(buf: Any, mapped_size: int, kind: int) -> Geometry:
     if total > mapped_size:
         raise LayoutError(f"header says {total} bytes but the segment has only {mapped_size}")
     return geo
+
+
+def _a(noun: str) -> str:
+    return "an" if noun[:1].lower() in "aeiou" else "a"
 
 
 def read_kind(buf: Any) -> int:

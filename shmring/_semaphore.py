@@ -49,7 +49,8 @@ from ._lock import LIVENESS_INTERVAL_S, Lock, SemaphorePark
 
 __all__ = ["LIVENESS_INTERVAL_S", "Semaphores", "new_id", "orphans", "unlink", "unlink_for_header"]
 
-_PARTS = ("free", "full", "plock", "clock")
+_RING_PARTS = ("free", "full", "plock", "clock")
+_PARTS = (*_RING_PARTS, "lock")  # an Array's lock parks on "lock"
 _LOCK_OFF = {PRODUCER: L.PRODUCER_LOCK_OFF, CONSUMER: L.CONSUMER_LOCK_OFF}
 _RESYNC_MAX = 64  # permits one repair adds or removes: lost ones are few (one per dead process)
 _SEM_MAX = 0x7FFFFFFF  # SEM_VALUE_MAX on Linux
@@ -60,14 +61,15 @@ def new_id() -> int:
     return secrets.randbits(63) | 1
 
 
-def names(sem_id: int) -> list[str]:
-    """The posix_ipc names of a ring's semaphores: free, full, and the two locks' parking places."""
-    return [f"/shmring-{sem_id:016x}-{part}" for part in _PARTS]
+def names(sem_id: int, parts: tuple[str, ...] = _RING_PARTS) -> list[str]:
+    """The posix_ipc names of a ring's semaphores: free, full, and the two
+    side locks' parking places (``parts``: others, e.g. ``("lock",)``)."""
+    return [f"/shmring-{sem_id:016x}-{part}" for part in parts]
 
 
 def unlink(sem_id: int) -> None:
-    """Remove a ring's semaphores (those that exist)."""
-    for name in names(sem_id):
+    """Remove the semaphores of a ring or an Array (those that exist)."""
+    for name in names(sem_id, _PARTS):
         try:
             posix_ipc.unlink_semaphore(name)
         except posix_ipc.ExistentialError:

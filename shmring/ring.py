@@ -23,6 +23,7 @@ import numpy.typing as npt
 from . import _convert, _core, _lifetime, _naming, _semaphore
 from . import _layout as L
 from ._endpoints import CONSUMER, HOLDER, PRODUCER, Endpoint, EndpointTable, process_start_time
+from ._handle import SharedHandle
 from ._region import Region
 
 __all__ = ["Ring"]
@@ -57,7 +58,7 @@ def _attach(name: str, backend: str, ticket: int = 0) -> Ring:
     return ring
 
 
-class Ring(_core.SpscRing):
+class Ring(SharedHandle, _core.SpscRing):
     """A ring of ``capacity`` slots, each one numpy array of ``shape`` and
     ``dtype``, shared between processes.
 
@@ -68,10 +69,6 @@ class Ring(_core.SpscRing):
     is drained, ``put`` raises ``BrokenPipeError`` once every consumer has.
     """
 
-    # Class-level defaults keep close()/unlink()/__del__ safe on a half-built
-    # object (construction failed part-way).
-    _region: Region | None = None
-    _closed: bool = True
     _geo: L.Geometry
     _endpoint_slots: dict[int, int]  # role -> endpoint table slot of this handle
     _items: np.ndarray[Any, Any] | None = None  # writable (capacity, *shape) view of every slot
@@ -197,16 +194,6 @@ class Ring(_core.SpscRing):
         return self._geo.dtype
 
     @property
-    def name(self) -> str | None:
-        """Name of the region (a path for file rings; None for anon rings)."""
-        return self._region.name if self._region is not None else None
-
-    @property
-    def backend(self) -> str:
-        """Where the bytes live: "shm", "anon" or "file"."""
-        return self._region.backend if self._region is not None else "shm"
-
-    @property
     def multi_producer(self) -> bool:
         """True if several producers may put at once."""
         return self._geo.multi_producer
@@ -220,11 +207,6 @@ class Ring(_core.SpscRing):
     def nbytes(self) -> int:
         """Bytes of item data the ring holds when full (capacity x item size)."""
         return self._geo.capacity * self._geo.slot_size
-
-    @property
-    def closed(self) -> bool:
-        """True once close() was called on this handle."""
-        return self._closed
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.qsize()}/{self.capacity}"
@@ -712,17 +694,6 @@ class Ring(_core.SpscRing):
                 self._sem.close()
             region.close()
 
-    def unlink(self) -> None:
-        """Remove the ring's name now (a file ring's file too).  Open handles
-        keep working; a new ``attach`` raises FileNotFoundError."""
-        if self._region is not None:
-            self._region.unlink()
-
-    def flush(self) -> None:
-        """msync a file ring to disk (a no-op for shm and anon rings)."""
-        if self._region is not None:
-            self._region.flush()
-
     def _after_fork_in_child(self) -> None:
         """A fork child's copy holds nothing: the parent's entries, the
         parent's threads' copies, waits and views are not its own."""
@@ -739,25 +710,11 @@ class Ring(_core.SpscRing):
     def __enter__(self) -> Ring:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - never raise from a finalizer
-            pass
-
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle by name.  Until the copy is unpickled, it counts as a
         pending handle of this process, so the name outlives our close()."""
         self._check_open()
-        assert self._region is not None
-        if self._region.backend == "anon" or self.name is None:
-            raise TypeError(
-                "an anon Ring cannot be pickled: it is shared only with fork children "
-                "(use backend='shm' to pass it to spawned processes)"
-            )
+        self._refuse_anon_pickle("Ring")
         return (_attach, (self.name, self.backend, self._table.send()))
 
 
@@ -855,14 +812,7 @@ def _geometry(
     capacity: Any, shape: Any, dtype: Any, multi_producer: bool, multi_consumer: bool, sync: str
 ) -> L.Geometry:
     capacity = _positive_int(capacity, "capacity")
-    if isinstance(shape, (int, np.integer)):
-        shape = (shape,)
-    try:
-        shape = tuple(int(d) for d in shape)
-    except TypeError:
-        raise TypeError(f"shape must be an int or a tuple of ints, not {shape!r}") from None
-    if any(d < 0 for d in shape) or len(shape) > L.MAX_NDIM:
-        raise ValueError(f"shape must have at most {L.MAX_NDIM} non-negative dimensions, not {shape}")
+    shape = L.check_shape(shape)
     dt = L.check_dtype(dtype)
     if sync not in SYNCS:
         raise ValueError(f"sync must be one of {SYNCS}, not {sync!r}")

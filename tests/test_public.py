@@ -9,7 +9,7 @@ import shmring
 
 def test_public_names_are_exactly_these() -> None:
     assert sorted(shmring.__all__) == sorted(
-        ["Endpoint", "LayoutError", "Ring", "RoleError", "ShmringError", "__version__"]
+        ["Array", "Endpoint", "LayoutError", "Ring", "RoleError", "ShmringError", "__version__"]
     )
     for name in shmring.__all__:
         assert hasattr(shmring, name)
