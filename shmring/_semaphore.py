@@ -47,10 +47,20 @@ from . import _layout as L
 from ._endpoints import CONSUMER, PRODUCER
 from ._lock import LIVENESS_INTERVAL_S, Lock, SemaphorePark
 
-__all__ = ["LIVENESS_INTERVAL_S", "Semaphores", "new_id", "orphans", "unlink", "unlink_for_header"]
+__all__ = [
+    "ALL_PARTS",
+    "LIVENESS_INTERVAL_S",
+    "Semaphores",
+    "id_in_header",
+    "names",
+    "new_id",
+    "orphans",
+    "unlink",
+    "unlink_for_header",
+]
 
 _RING_PARTS = ("free", "full", "plock", "clock")
-_PARTS = (*_RING_PARTS, "lock")  # an Array's lock parks on "lock"
+ALL_PARTS = (*_RING_PARTS, "lock")  # an Array's lock parks on "lock"
 _LOCK_OFF = {PRODUCER: L.PRODUCER_LOCK_OFF, CONSUMER: L.CONSUMER_LOCK_OFF}
 _RESYNC_MAX = 64  # permits one repair adds or removes: lost ones are few (one per dead process)
 _SEM_MAX = 0x7FFFFFFF  # SEM_VALUE_MAX on Linux
@@ -69,7 +79,7 @@ def names(sem_id: int, parts: tuple[str, ...] = _RING_PARTS) -> list[str]:
 
 def unlink(sem_id: int) -> None:
     """Remove the semaphores of a ring or an Array (those that exist)."""
-    for name in names(sem_id, _PARTS):
+    for name in names(sem_id, ALL_PARTS):
         try:
             posix_ipc.unlink_semaphore(name)
         except posix_ipc.ExistentialError:
@@ -121,16 +131,22 @@ def orphans(shm_dir: str = "/dev/shm") -> list[str]:
     return sorted(out)
 
 
-def unlink_for_header(buf: Any) -> None:
-    """Remove the semaphores a mapped header names, if it is a valid
-    semaphore-flavour header (anything else is left alone)."""
+def id_in_header(buf: Any) -> int:
+    """The semaphore id a header names: 0 unless it is a valid
+    semaphore-flavour header."""
     if len(buf) < L.IMMUTABLE_END or bytes(buf[: len(L.MAGIC)]) != L.MAGIC:
-        return
+        return 0
     (stored,) = struct.unpack_from("<Q", buf, L.CHECKSUM_OFF)
     (flags,) = struct.unpack_from("<I", buf, L.FLAGS_OFF)
     if stored != L.checksum(buf) or flags >> 8 != L.SYNC_SEMAPHORE:
-        return
-    sem_id = L.header_info(buf)["sem_id"]
+        return 0
+    return L.header_info(buf)["sem_id"]
+
+
+def unlink_for_header(buf: Any) -> None:
+    """Remove the semaphores a mapped header names, if it is a valid
+    semaphore-flavour header (anything else is left alone)."""
+    sem_id = id_in_header(buf)
     if sem_id:
         unlink(sem_id)
 

@@ -312,6 +312,25 @@ def _state(ctx: ActorContext) -> str:
     return "header seen by the failing actor:\n  " + "\n  ".join(lines)
 
 
+HOLD_MAX_S = 0.5
+
+
+def _hold(log: ActorLog) -> None:
+    """Inside a reserve()/borrow() block, with its claim taken: if the
+    supervisor aims a kill at us (``HOLD``), say so and wait for the SIGKILL
+    there, so the kill lands between claim and publish (release), where a
+    dead producer leaves a hole and a dead consumer a taken, unreleased run.
+    Never more than HOLD_MAX_S: a late supervisor kills elsewhere."""
+    if not log.get(board.HOLD):
+        return
+    log.set(board.HOLD, 0)
+    log.set(board.HOLDING, 1)
+    deadline = time.monotonic() + HOLD_MAX_S
+    while time.monotonic() < deadline:
+        time.sleep(0.001)
+    log.set(board.HOLDING, 0)
+
+
 def _pause(ctx: ActorContext, sched: Schedule) -> None:
     seconds, stall = sched.pause(time.monotonic())
     if not seconds:
@@ -331,17 +350,22 @@ def run_producer(ctx: ActorContext, events: Events) -> int:
     scratch: Bytes = np.empty((max(ctx.temper.batch[1], 1), ctx.plan.slot_bytes), dtype=np.uint8)
     consumer = Peer(ctx, board.CUR_CONSUMER)
     published = aborted = 0
+    in_place = False  # the call writes its slot in place: encode runs inside a reserve() block
 
     def encode(rows: Bytes) -> None:
+        if in_place:
+            _hold(log)  # before writing: the slot still holds a previous lap's bytes
         for i in range(len(rows)):
             enc.write(rows[i], published + i)
 
     def encode_aborted(rows: Bytes) -> None:
+        _hold(log)
         enc.write(rows[0], ABORTED_SEQ + aborted)
 
     while True:  # at least one call, so a producer started to close a lane registers first
         call = sched.next_call()
         abort = call.op == "zero_copy_abort"
+        in_place = call.op == "zero_copy"
         before = consumer.snapshot()
         log.set(board.OP, board.OP_CODE[call.op])
         log.set_producer_state(published, 0 if abort else call.count)
@@ -383,8 +407,11 @@ def run_consumer(ctx: ActorContext, events: Events) -> int:
     producer = Peer(ctx, board.CUR_PRODUCER)
     slot_bytes = ctx.plan.slot_bytes
     got: list[tuple[int, int]] = []
+    in_place = False  # the call reads its slots in place: visit runs inside a borrow() block
 
     def visit(rows: Bytes) -> None:
+        if in_place:
+            _hold(log)
         for i in range(len(rows)):
             try:
                 p, seq, _ = verify(rows[i])
@@ -398,6 +425,7 @@ def run_consumer(ctx: ActorContext, events: Events) -> int:
 
     while True:
         call = sched.next_call()
+        in_place = call.op in ("zero_copy", "zero_copy_many")
         before = producer.snapshot()
         log.set(board.OP, board.OP_CODE[call.op])
         log.set(board.STATE, call.count)  # the take in flight: at most this many
@@ -418,7 +446,7 @@ def run_consumer(ctx: ActorContext, events: Events) -> int:
             time.sleep(0.002)
         for p, seq in got:
             if not log.log_delivery(p, seq):
-                events.record("harness_error", f"consumer log full ({board.MAX_RUNS} runs): too many anomalies")
+                events.record("harness_error", f"consumer log full ({log.max_runs} runs): too many anomalies")
                 break
         log.add(board.COUNT, len(got))
         log.add(board.BYTES, taken * slot_bytes)

@@ -15,7 +15,10 @@ and listing it in :data:`ADAPTERS`:
 * ``order`` and ``max_producers``/``max_consumers``: which ordering rule the
   arbiter applies, and how many actors share one instance.  Single-producer,
   single-consumer structures get one instance (a *lane*) per producer/consumer
-  pair, and replacements after kills follow one another in it;
+  pair, and replacements after kills follow one another in it; structures
+  with many producers and consumers (``max_producers=None``) get lanes of a
+  crowd drawn from ``--producers``/``--consumers`` (default ``crowd``), all
+  side by side, judged per producer (``order = "per_producer"``);
 * ``travels``/``export``/``adopt``/``peek``/``release``: handles that travel
   pickled to other processes (travel lanes, where a creator process makes the
   instance and leaves, and the supervisor holds nothing), and
@@ -55,9 +58,12 @@ class Adapter(abc.ABC):
     backends: ClassVar[tuple[str, ...]]
     # "total": one producer and one consumer at a time per instance, so the
     # instance delivers in one total order (arbiter.judge_total_order).
+    # "per_producer": many of each side by side; each consumer sees each
+    # producer's messages in that producer's order (arbiter.judge_per_producer).
     order: ClassVar[str] = "total"
     max_producers: ClassVar[int | None] = 1
     max_consumers: ClassVar[int | None] = 1
+    crowd: ClassVar[str] = "2"  # default --producers/--consumers (N or MIN:MAX)
     forbidden: ClassVar[frozenset[str]]  # outcomes this structure's rules can produce
     travels: ClassVar[tuple[str, ...]] = ()  # backends whose handles can be pickled to another process
     last_out_unlinks: ClassVar[tuple[str, ...]] = ()  # backends whose last handle out removes the name
@@ -141,7 +147,7 @@ class RingAdapter(Adapter):
     name = "ring"
     syncs = ("lockfree", "semaphore")
     backends = ("shm", "anon", "file")
-    travels = ("shm", "file")  # an anon ring only crosses fork
+    travels: ClassVar[tuple[str, ...]] = ("shm", "file")  # an anon ring only crosses fork
     last_out_unlinks = ("shm",)  # a file ring's file stays until unlink()
     forbidden = frozenset(
         {
@@ -337,7 +343,71 @@ class RingAdapter(Adapter):
         return 1
 
 
-ADAPTERS: dict[str, Adapter] = {"ring": RingAdapter()}
+class MpmcAdapter(RingAdapter):
+    """shmring.Ring(multi_producer=True, multi_consumer=True): many producers
+    and many consumers per ring, side by side.  A producer SIGKILLed between
+    claiming a slot and publishing it, or a reserve() block that raises,
+    leaves a *hole* that consumers skip; the arbiter accepts a missing
+    message only where such a producer died (or a consumer died holding it)."""
+
+    name = "mpmc"
+    order = "per_producer"
+    max_producers = None
+    max_consumers = None
+    crowd = "2:6"
+    # Travel lanes hand one producer and one consumer their handles; a crowd
+    # needs its own rules (who pickles for each replacement, who may close
+    # while one is on its way), so mpmc lanes attach by name or inherit.
+    travels = ()
+
+    def create(self, name: str | None, backend: str, sync: str, plan: LanePlan) -> Any:
+        import shmring
+
+        return shmring.Ring(
+            name,
+            capacity=plan.capacity,
+            shape=plan.shape,
+            dtype=plan.dtype,
+            multi_producer=True,
+            multi_consumer=True,
+            sync=sync,
+            backend=backend,
+        )
+
+    def dump(self, owner: Any) -> dict[str, Any]:
+        from shmring import _core
+        from shmring import _layout as L
+
+        out = super().dump(owner)
+        # Sequence words at the claim points, minus 2p: +0 free, +1 published, +2*capacity released.
+        geo, mapping = owner._geo, owner._region.mapping
+        if geo.seq_offset:
+            words = _core.load64_many(mapping, geo.seq_offset, geo.capacity)
+            cap = geo.capacity
+            for key in ("tail", "head"):
+                pos = out[key]
+                out[f"seq words from {key}"] = " ".join(
+                    f"{p}:{_seq_word(words[p % cap], p)}" for p in range(pos, pos + min(cap, 4))
+                )
+        per = L.ENDPOINT_SIZE // 8
+        table = _core.load64_many(mapping, L.ENDPOINTS_OFF, L.MAX_ENDPOINTS * per)
+        s_at, e_at = L.ENDPOINT_CLAIM_START // 8, L.ENDPOINT_CLAIM_END // 8
+        claims = [
+            f"slot {i}: [{table[i * per + s_at]}, {table[i * per + e_at]})"
+            for i in range(L.MAX_ENDPOINTS)
+            if table[i * per] and table[i * per + s_at] != L.NO_CLAIM
+        ]
+        out["announced claims"] = claims or ["none"]
+        return out
+
+
+def _seq_word(word: int, pos: int) -> str:
+    """A sequence word relative to its position: +0 free, +1 published, +2*capacity released."""
+    hole = "hole " if word >> 63 else ""
+    return f"{hole}{(word & ((1 << 63) - 1)) - 2 * pos:+d}"
+
+
+ADAPTERS: dict[str, Adapter] = {"ring": RingAdapter(), "mpmc": MpmcAdapter()}
 STRUCTURES = tuple(ADAPTERS)
 SYNCS = ("lockfree", "semaphore")
 BACKENDS = ("shm", "anon", "file")

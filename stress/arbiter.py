@@ -24,6 +24,36 @@ acceptable
                       last logged one in L, at most B of them, before the next
                       delivered one (it took them and died before logging)
 
+Rules for structures with many producers and consumers side by side
+(``Adapter.order == "per_producer"``, :func:`judge_per_producer`): there is
+no lane order, only each producer's own sequence 0..n-1 (plus a killed
+producer's call in flight as *maybe* published), and each consumer's log
+lists, per producer, the messages it got in the order it got them.
+
+forbidden
+  ``phantom``     as above
+  ``duplicated``  a message delivered more than once, by one consumer or two
+  ``reordered``   at one consumer, a message of a producer arrives after a
+                  later message of the same producer (across producers and
+                  across consumers there is no order to keep)
+  ``lost``        a message its producer surely published, delivered by no
+                  consumer, that neither acceptable outcome covers
+acceptable
+  ``in_flight_put``   as above: a killed producer's call in flight may be
+                      missing, after the last of it that was delivered (its
+                      claims publish in order; what it claimed and never
+                      published is a *hole*, skipped by the consumers).  No
+                      other message of any producer may be missing on its
+                      account, and a live producer's never is
+  ``in_flight_take``  a consumer killed with a take of at most B items in
+                      flight took them and died before logging: the messages
+                      still missing are matched to the killed consumers, at
+                      most B to each, and each only to a consumer that had
+                      logged nothing later of that producer (a consumer
+                      claims positions in order, so what it took last comes
+                      after everything it logged); every missing message
+                      must be matched (a small max-flow)
+
 Intervals keep this fast: a consumer logs *runs* of consecutive messages, so
 a lane of millions of messages is judged from a handful of intervals.
 """
@@ -32,7 +62,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections import Counter
+from collections import Counter, defaultdict, deque
 
 from .outcomes import Violation
 
@@ -261,3 +291,166 @@ def _judge_missing(lane: LaneRecord, order: _Order, union: _Union, excused: set[
         v.violations.append(
             Violation("lost", lane.lane, f"{n_lost} published messages never delivered: {_describe(order, lost)}")
         )
+
+
+# -- many producers and consumers side by side ------------------------------------------------
+def judge_per_producer(lane: LaneRecord) -> Verdict:
+    """The per-producer rules in the module docstring, for one lane."""
+    v = Verdict()
+    limits: dict[int, int] = {}  # producer -> messages it may have published (surely + maybe)
+    maybe: dict[int, tuple[int, int]] = {}  # producer -> seqs of its call in flight when it died
+    for p in lane.producers:
+        extra = p.pending if p.died else 0
+        limits[p.actor] = p.published + extra
+        if extra:
+            maybe[p.actor] = (p.published, p.published + extra - 1)
+    delivered: defaultdict[int, list[tuple[int, int]]] = defaultdict(list)  # producer -> runs, all consumers
+    phantoms: list[str] = []
+    reord = 0
+    reord_at: list[str] = []
+    takes: list[tuple[int, int, dict[int, int]]] = []  # killed consumers: (actor, B, last logged seq per producer)
+    for c in lane.consumers:
+        hi: dict[int, int] = {}  # producer -> highest seq this consumer logged
+        own: dict[int, _Union] = {}
+        for producer, first, last in c.runs:
+            if producer not in limits:
+                phantoms.append(f"producer {producer} seq {first}..{last} (no such producer in this lane)")
+                continue
+            limit = limits[producer]
+            if last >= limit:
+                phantoms.append(f"producer {producer} seq {max(first, limit)}..{last} (it published {limit})")
+                last = limit - 1
+                if first > last:
+                    continue
+            delivered[producer].append((first, last))
+            overlap = own.setdefault(producer, _Union()).add(first, last)  # its own repeats: duplicates
+            top = hi.get(producer, -1)
+            if first <= top:
+                below = min(last, top) - first + 1 - overlap
+                if below > 0:
+                    reord += below
+                    if len(reord_at) < EXAMPLES:
+                        reord_at.append(f"consumer {c.actor}: producer {producer} seq {first}..{last} after seq {top}")
+            hi[producer] = max(top, last)
+        if c.died and c.pending:
+            takes.append((c.actor, c.pending, hi))
+    where = lane.lane
+    if phantoms:
+        v.violations.append(Violation("phantom", where, "; ".join(phantoms[:EXAMPLES])))
+    dup = 0
+    dup_at: list[str] = []
+    merged: dict[int, list[tuple[int, int]]] = {}
+    for producer, runs in delivered.items():
+        runs.sort()
+        out: list[tuple[int, int]] = []
+        for a, b in runs:
+            if out and a <= out[-1][1]:
+                n = min(b, out[-1][1]) - a + 1
+                dup += n
+                if len(dup_at) < EXAMPLES:
+                    dup_at.append(f"producer {producer} seq {a}" + (f"..{a + n - 1}" if n > 1 else ""))
+            if out and a <= out[-1][1] + 1:
+                out[-1] = (out[-1][0], max(out[-1][1], b))
+            else:
+                out.append((a, b))
+        merged[producer] = out
+    if dup:
+        v.violations.append(Violation("duplicated", where, f"{dup} messages delivered twice: {', '.join(dup_at)}"))
+    if reord:
+        v.violations.append(
+            Violation("reordered", where, f"{reord} messages delivered after later ones: {'; '.join(reord_at)}")
+        )
+    # Missing: per producer, what no consumer delivered; a killed producer's call
+    # in flight may miss a suffix (after the last of it that was delivered).
+    missing: list[tuple[int, int, int]] = []  # (producer, first seq, last seq)
+    for producer, limit in limits.items():
+        runs = merged.get(producer, [])
+        allowed: list[tuple[int, int]] = []
+        if producer in maybe:
+            first, last = maybe[producer]
+            prefix_end = max((min(b, last) for a, b in runs if a <= last and b >= first), default=first - 1)
+            if prefix_end < last:
+                allowed.append((prefix_end + 1, last))
+                v.acceptable["in_flight_put"] += 1
+        gaps, nxt = [], 0
+        for a, b in runs:
+            if a > nxt:
+                gaps.append((nxt, a - 1))
+            nxt = max(nxt, b + 1)
+        if nxt < limit:
+            gaps.append((nxt, limit - 1))
+        missing += [(producer, a, b) for gap in gaps for a, b in _subtract(gap, allowed)]
+    if not lane.complete or not missing:
+        return v
+    unmatched, used = _match_takes(missing, takes)
+    v.acceptable["in_flight_take"] += used
+    n_lost = sum(b - a + 1 for _, a, b in unmatched)
+    if n_lost:
+        named = ", ".join(f"producer {p} seq {a}" + (f"..{b}" if b > a else "") for p, a, b in unmatched[:EXAMPLES])
+        more = f" (+{len(unmatched) - EXAMPLES} more ranges)" if len(unmatched) > EXAMPLES else ""
+        v.violations.append(Violation("lost", where, f"{n_lost} published messages never delivered: {named}{more}"))
+    return v
+
+
+def _match_takes(
+    missing: list[tuple[int, int, int]], takes: list[tuple[int, int, dict[int, int]]]
+) -> tuple[list[tuple[int, int, int]], int]:
+    """Match missing messages to killed consumers' takes in flight: at most B
+    to each, and only messages of a producer above the last seq of it that the
+    consumer logged.  Returns the ranges left unmatched and the number of takes
+    that excused something (a max-flow: source -> missing ranges, cut at the
+    consumers' thresholds -> takes -> sink)."""
+    if not takes:
+        return missing, 0
+    cuts: defaultdict[int, set[int]] = defaultdict(set)
+    for _, _, hi in takes:
+        for producer, top in hi.items():
+            cuts[producer].add(top + 1)
+    pieces: list[tuple[int, int, int]] = []
+    for producer, a, b in missing:
+        for cut in sorted(x for x in cuts[producer] if a < x <= b):
+            pieces.append((producer, a, cut - 1))
+            a = cut
+        pieces.append((producer, a, b))
+    # Nodes: 0 source, 1 sink, 2.. pieces, then takes.
+    n_p = len(pieces)
+    cap: defaultdict[tuple[int, int], int] = defaultdict(int)
+    adj: defaultdict[int, list[int]] = defaultdict(list)
+
+    def edge(x: int, y: int, c: int) -> None:
+        if (x, y) not in cap and (y, x) not in cap:
+            adj[x].append(y)
+            adj[y].append(x)
+        cap[(x, y)] += c
+
+    for i, (producer, a, b) in enumerate(pieces):
+        edge(0, 2 + i, b - a + 1)
+        for j, (_, _, hi) in enumerate(takes):
+            if hi.get(producer, -1) < a:
+                edge(2 + i, 2 + n_p + j, b - a + 1)
+    for j, (_, budget, _) in enumerate(takes):
+        edge(2 + n_p + j, 1, budget)
+    while True:  # Edmonds-Karp
+        parent = {0: 0}
+        todo = deque([0])
+        while todo and 1 not in parent:
+            x = todo.popleft()
+            for y in adj[x]:
+                if y not in parent and cap[(x, y)] > 0:
+                    parent[y] = x
+                    todo.append(y)
+        if 1 not in parent:
+            break
+        path, y = [], 1
+        while y != 0:
+            path.append((parent[y], y))
+            y = parent[y]
+        push = min(cap[e] for e in path)
+        for x, y in path:
+            cap[(x, y)] -= push
+            cap[(y, x)] += push
+    unmatched = [
+        (producer, b - cap[(0, 2 + i)] + 1, b) for i, (producer, a, b) in enumerate(pieces) if cap[(0, 2 + i)] > 0
+    ]
+    used = sum(1 for j in range(len(takes)) if cap[(1, 2 + n_p + j)] > 0)
+    return unmatched, used

@@ -1,16 +1,20 @@
 """Shared bookkeeping between the supervisor and its actors: one small
 memory-mapped file per actor (its *log*) and one per lane (its *control*).
 
-An actor writes its own log; the supervisor writes only the ``STOP`` and
-``KILLED`` words of it.  Every word the arbiter relies on after a SIGKILL is
+An actor writes its own log; the supervisor writes only the ``STOP``,
+``KILLED``, ``HOLD`` and ``SEND_REQ`` words of it.  Every word the arbiter relies on after a SIGKILL is
 written with a single aligned 8-byte store, so a kill leaves either the old
 or the new value, never half of each:
 
 * a producer's ``STATE`` word packs ``published | pending << 40``: the
   messages it has put for sure, and the size of the call in flight;
-* a consumer appends *runs* ``(producer, first seq, last seq)``: extending the
-  current run is one store of ``last``; a new run is written in full before
+* a consumer appends *runs* ``(producer, first seq, last seq)``: extending a
+  run is one store of ``last``; a new run is written in full before
   ``NRUNS`` is bumped.  ``STATE`` holds the size of its take in flight.
+  Where producers run side by side (``interleaved``), each producer's newest
+  run is extended, so a run is one producer's messages as this consumer got
+  them; otherwise only the newest run is, and the runs keep the delivery
+  order across producers.
 
 The files live in the run's temporary directory (not /dev/shm) and outlive a
 killed actor, which is the point.  Cross-process ordering: the supervisor
@@ -50,12 +54,18 @@ ATTACHED = 15  # the actor has its handle (opened, or unpickled in a travel lane
 SEND_REQ = 16  # supervisor: id of a request to pickle this actor's handle for a replacement peer
 SEND_DONE = 17  # actor: id of the last request answered (ticket-<id> written, or refused)
 WINDOWS = 18  # registration/unregistration windows this actor passed (the core's test hook)
+HOLD = 19  # supervisor: hold the next reserve()/borrow() block open (an aimed kill is coming)
+HOLDING = 20  # actor: inside a held block, its claim taken and not yet published or released
 
 PHASE_STARTING, PHASE_REGISTERED, PHASE_EXITING, PHASE_DONE = 0, 1, 2, 3
 
 HEADER_BYTES = 4096
 RUN_WORDS = 3
 MAX_RUNS = 16384
+# Side by side, a consumer's share of each producer's stream has a gap
+# wherever another consumer took a message, so it needs many more runs.
+# The file is sparse: only the runs written take space.
+MAX_RUNS_INTERLEAVED = 1 << 22
 PENDING_SHIFT = SEQ_BITS
 PUBLISHED_MASK = (1 << PENDING_SHIFT) - 1
 
@@ -89,18 +99,21 @@ def _map(path: str, size: int, create: bool) -> mmap.mmap:
 class ActorLog:
     """The log of one actor (producer or consumer)."""
 
-    def __init__(self, path: str, runs: bool, create: bool):
+    def __init__(self, path: str, runs: bool, create: bool, interleaved: bool = False):
         self.path = path
         self.has_runs = runs
-        size = HEADER_BYTES + (MAX_RUNS * RUN_WORDS * 8 if runs else 0)
+        self.interleaved = interleaved
+        self.max_runs = MAX_RUNS_INTERLEAVED if interleaved else MAX_RUNS
+        size = HEADER_BYTES + (self.max_runs * RUN_WORDS * 8 if runs else 0)
         self._map = _map(path, size, create)
         self.w: Words = np.frombuffer(self._map, dtype=np.uint64)
         self._runs: Words = self.w[HEADER_BYTES // 8 :].reshape(-1, RUN_WORDS)
         self._cur = -1  # index of the run being extended, in this (consumer) process
+        self._cur_of: dict[int, int] = {}  # interleaved: producer -> index of its newest run
 
     def __reduce__(self) -> tuple[object, ...]:
         """A spawned actor maps the same file again."""
-        return (ActorLog, (self.path, self.has_runs, False))
+        return (ActorLog, (self.path, self.has_runs, False, self.interleaved))
 
     @property
     def events_path(self) -> str:
@@ -135,24 +148,24 @@ class ActorLog:
     # -- consumer runs -----------------------------------------------------------
     def log_delivery(self, producer: int, seq: int) -> bool:
         """Record one delivered message; False once the run table is full."""
-        cur = self._cur
+        cur = self._cur_of.get(producer, -1) if self.interleaved else self._cur
         if cur >= 0:
             run = self._runs[cur]
             if run[0] == producer and run[2] + 1 == seq:
                 run[2] = seq
                 return True
         n = int(self.w[NRUNS])
-        if n >= MAX_RUNS:
+        if n >= self.max_runs:
             return False
         run = self._runs[n]
         run[0], run[1], run[2] = producer, seq, seq
         self.w[NRUNS] = n + 1
         self._cur = n
+        self._cur_of[producer] = n
         return True
 
     def runs(self) -> Iterator[tuple[int, int, int]]:
-        for i in range(int(self.w[NRUNS])):
-            p, first, last = self._runs[i]
+        for p, first, last in self._runs[: int(self.w[NRUNS])].tolist():
             yield int(p), int(first), int(last)
 
 

@@ -19,6 +19,13 @@ progress for ``deadlock_after`` seconds (with a dump of its header, its
 endpoints and the actors' stacks), and whenever an actor stalls on purpose
 its peer, which should then block, is checked for burning CPU.
 
+A structure with many producers and consumers per instance (``mpmc``) runs
+*crowded* lanes: a crowd of producers and consumers drawn per lane, side by
+side, each killed one replaced.  Half of their kills are *aimed*: the actor
+holds its next reserve()/borrow() block open, claim taken, and is killed
+there (:meth:`Supervisor._fire_aimed`), so dead claims -- the holes and
+unreleased runs the multi ring must repair -- happen in every such cell.
+
 A *travel* lane (``--travel``) is created elsewhere: a creator process (fork
 child) makes the structure, pickles handles for the first actors and spares,
 and leaves, before the actors start or while they unpickle; the supervisor
@@ -52,7 +59,7 @@ from typing import Any
 from . import board
 from .actors import FRAME, ActorContext, child_main, creator_main, log_path, spawn_main, ticket_path
 from .adapters import ADAPTERS, Adapter
-from .arbiter import ConsumerRecord, LaneRecord, ProducerRecord, judge_total_order
+from .arbiter import ConsumerRecord, LaneRecord, ProducerRecord, judge_per_producer, judge_total_order
 from .board import ActorLog, LaneControl
 from .config import CellConfig
 from .lanes import Actor, Lane, exit_text
@@ -63,6 +70,8 @@ from .watchdogs import BusyWatch, deadlock_report
 TICK_S = 0.005
 PROGRESS_S = 2.0
 CREATOR_TIMEOUT_S = 20.0
+AIM_SHARE = 0.5  # crowded lanes: share of kills aimed inside a reserve()/borrow() block
+AIM_WAIT_S = 0.5  # an aimed actor not inside such a block by then is killed wherever it is
 
 
 class Supervisor:
@@ -93,6 +102,8 @@ class Supervisor:
         self.windows = 0
         self.next_request = 1
         self.travel_lanes: Counter[str] = Counter()  # shm travel lanes whose leak check was judged / cut short
+        self.aimed: dict[int, tuple[Actor, float]] = {}  # actor id -> (actor, kill it anyway at)
+        self.aimed_kills: Counter[str] = Counter()  # "held": landed inside a held block; "missed"
 
     # -- the main loop ------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -120,6 +131,7 @@ class Supervisor:
                 if now >= next_kill:
                     self._kill_random(now)
                     next_kill = self._next_kill(now)
+                self._fire_aimed(now)
                 self.violations += self.busy.scan(self.lanes, now)
                 if now >= next_progress:
                     self._progress(now)
@@ -133,10 +145,17 @@ class Supervisor:
         return self._result()
 
     def _lanes_wanted(self) -> int:
-        a, cfg = self.adapter, self.cfg
-        per_p = a.max_producers or cfg.producers
-        per_c = a.max_consumers or cfg.consumers
-        return max(-(-cfg.producers // per_p), -(-cfg.consumers // per_c))
+        a = self.adapter
+        (_, producers), (_, consumers) = self.cfg.crowd(a.crowd)
+        per_p = a.max_producers or producers
+        per_c = a.max_consumers or consumers
+        return max(-(-producers // per_p), -(-consumers // per_c))
+
+    @property
+    def _crowded(self) -> bool:
+        """Do several producers or consumers share one instance?"""
+        a = self.adapter
+        return a.max_producers != 1 or a.max_consumers != 1
 
     def _should_stop(self, now: float) -> bool:
         cfg = self.cfg
@@ -192,7 +211,12 @@ class Supervisor:
     def _new_lane(self) -> None:
         lane_id = self.next_lane
         self.next_lane += 1
-        plan = plan_lane(random.Random(f"{self.cfg.seed}-lane{lane_id}"), self.cfg, first=lane_id == 1)
+        crowd = None
+        if self._crowded:
+            (p_lo, p_hi), (c_lo, c_hi) = self.cfg.crowd(self.adapter.crowd)
+            p_max, c_max = self.adapter.max_producers or p_hi, self.adapter.max_consumers or c_hi
+            crowd = ((min(p_lo, p_max), min(p_hi, p_max)), (min(c_lo, c_max), min(c_hi, c_max)))
+        plan = plan_lane(random.Random(f"{self.cfg.seed}-lane{lane_id}"), self.cfg, first=lane_id == 1, crowd=crowd)
         name = self._lane_name(lane_id)
         travel = plan.travel and self.cfg.backend in self.adapter.travels
         owner = None if travel else self.adapter.create(name, self.cfg.backend, self.cfg.sync, plan)
@@ -209,7 +233,9 @@ class Supervisor:
             now = time.monotonic()
             lane.born = now
         first, second = (True, False) if plan.producer_first else (False, True)
-        lane.starts += [(now, first, False), (now + plan.start_gap, second, False)]
+        count = {True: plan.producers, False: plan.consumers}
+        for role, at in ((first, now), (second, now + plan.start_gap)):
+            lane.starts += [(at + i * plan.stagger, role, False) for i in range(count[role])]
         lane.progress_at = now
         if travel:
             self._tick_lane(lane, now)  # the first actor unpickles while the creator leaves
@@ -394,8 +420,13 @@ class Supervisor:
             else:  # a consumer waits for a first producer, not for EOF: give it one that closes at once
                 lane.starts.append((now, True, True))
         if lane.state == "draining" and not lane.live(False) and not lane.starts:
-            last = [a for a in lane.actors if not a.producer][-1]
-            lane.complete = last.exited_cleanly and last.log.get(board.PHASE) == board.PHASE_DONE
+            # Drained: every consumer that was not SIGKILLed reached its final EOF.
+            done = [
+                a.exited_cleanly and a.log.get(board.PHASE) == board.PHASE_DONE
+                for a in lane.actors
+                if not a.producer and not a.killed
+            ]
+            lane.complete = bool(done) and all(done)
             lane.state = "finished"
         if lane.state != "finished":
             self._watch_progress(lane, now)
@@ -442,7 +473,8 @@ class Supervisor:
                 ),
                 complete=lane.complete and not lane.aborted,
             )
-            verdict = judge_total_order(record)
+            judge = judge_per_producer if self.adapter.order == "per_producer" else judge_total_order
+            verdict = judge(record)
             if lane.aborted:  # a lane cut short: ordering and duplicates still count, its losses do not
                 verdict.violations = [v for v in verdict.violations if v.outcome != "lost"]
             self.violations += verdict.violations
@@ -488,12 +520,15 @@ class Supervisor:
             self.violations.append(Violation("actor_error", where, f"{actor.role} {actor.id}: {died}"))
 
     def _dispose_checked(self, owner: Any, name: str | None, where: str) -> None:
-        """Close and unlink an instance; whatever of it is left is ``leaked``."""
+        """Close and unlink an instance; whatever of it is left (its
+        semaphore flavour's semaphores included) is ``leaked``."""
+        paths = self.adapter.entries(name, self.cfg.backend)
+        paths += semaphore_paths(paths)
         try:
             self.adapter.dispose(owner)
         except Exception as exc:  # noqa: BLE001 - report, then go on cleaning up
             self.violations.append(Violation("harness_error", where, f"dispose failed: {exc!r}"))
-        for path in self.adapter.entries(name, self.cfg.backend):
+        for path in paths:
             if os.path.exists(path):
                 self.violations.append(Violation("leaked", where, f"{path} still exists after close and unlink"))
                 with contextlib.suppress(OSError):
@@ -519,13 +554,15 @@ class Supervisor:
         it.  A lane cut short (its actors SIGKILLed) leaves the name by
         design; it is removed without a verdict."""
         table = ""
+        paths = self.adapter.entries(lane.name, self.cfg.backend)
+        paths += semaphore_paths(paths)
         if lane.owner is not None:
             with contextlib.suppress(Exception):
                 table = "; ".join(str(e) for e in self.adapter.dump(lane.owner).get("endpoints", []))
             self.adapter.release(lane.owner)
         judged = lane.complete and not lane.aborted and not lane.creator_alive
         self.travel_lanes["judged" if judged else "cut short"] += 1
-        for path in self.adapter.entries(lane.name, self.cfg.backend):
+        for path in paths:
             if os.path.exists(path):
                 if judged:
                     detail = (
@@ -542,7 +579,8 @@ class Supervisor:
     ) -> None:
         actor_id = self.next_id
         self.next_id += 1
-        log = ActorLog(log_path(lane.dir, actor_id), runs=not producer, create=True)
+        interleaved = self.adapter.order == "per_producer"
+        log = ActorLog(log_path(lane.dir, actor_id), runs=not producer, create=True, interleaved=interleaved)
         if stop:
             log.set(board.STOP, 1)
         lane.control.set(board.CUR_PRODUCER if producer else board.CUR_CONSUMER, actor_id)
@@ -635,11 +673,33 @@ class Supervisor:
 
     def _kill_random(self, now: float) -> None:
         candidates = [
-            a for lane in self.lanes if lane.state != "finished" for a in lane.live() if self._killable(a, now)
+            a
+            for lane in self.lanes
+            if lane.state != "finished"
+            for a in lane.live()
+            if self._killable(a, now) and a.id not in self.aimed
         ]
         if not candidates:
             return
         actor = self.kill_rng.choice(candidates)
+        if self._crowded and self.kill_rng.random() < AIM_SHARE:
+            # Aimed: it holds its next reserve()/borrow() block open, claim taken,
+            # and dies there (_fire_aimed): a hole, or a taken and unreleased run.
+            actor.log.set(board.HOLD, 1)
+            self.aimed[actor.id] = (actor, now + AIM_WAIT_S)
+            return
+        self._kill_and_replace(actor, now)
+
+    def _fire_aimed(self, now: float) -> None:
+        for key, (actor, until) in list(self.aimed.items()):
+            if not actor.alive or actor.lane.state == "finished":
+                del self.aimed[key]
+            elif actor.log.get(board.HOLDING) or now >= until:
+                del self.aimed[key]
+                self.aimed_kills["held" if actor.log.get(board.HOLDING) else "missed"] += 1
+                self._kill_and_replace(actor, now)
+
+    def _kill_and_replace(self, actor: Actor, now: float) -> None:
         lane = actor.lane
         self._kill(actor)
         gap = self.kill_rng.choice((0.0, self.kill_rng.uniform(0, 0.05)))
@@ -711,6 +771,7 @@ class Supervisor:
             "handles": dict(self.handles),
             "travel_lanes": dict(self.travel_lanes),
             "windows": self.windows,
+            "aimed_kills": dict(self.aimed_kills),
         }
 
 
@@ -743,6 +804,26 @@ def _emit(record: dict[str, Any]) -> None:
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def semaphore_paths(paths: list[str]) -> list[str]:
+    """The /dev/shm files of the semaphores that the semaphore-flavour
+    region at one of ``paths`` names in its header (read now, while it is
+    still there)."""
+    from shmring import _layout as L
+    from shmring import _semaphore
+
+    out = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(L.HEADER_SIZE)
+        except OSError:
+            continue
+        sem_id = _semaphore.id_in_header(head)
+        if sem_id:
+            out += [f"/dev/shm/sem.{n[1:]}" for n in _semaphore.names(sem_id, _semaphore.ALL_PARTS)]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,14 @@ from .procs import SHM_DIR, shm_entries
 TOUGH_DURATION = 4 * 3600.0
 TOUGH_CELL_TIME = 120.0
 DEFAULT_DURATION = 60.0
-BROKEN_VARIANTS = ("publish_before_copy", "relaxed_publish", "overwrite_unreleased", "ignore_dead_producer")
+BROKEN_VARIANTS = (
+    "publish_before_copy",
+    "relaxed_publish",
+    "overwrite_unreleased",
+    "ignore_dead_producer",
+    "skip_abandoned_check",
+    "unlock_early",
+)
 KNOBS = (
     "producers",
     "consumers",
@@ -62,11 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m stress",
         description="Fuzz shmring structures across processes with kills, and name every forbidden outcome.",
-        epilog="Modes: --quick runs the whole matrix in about a minute (CI); --tough runs for hours (by hand). "
+        epilog="Modes: --quick runs the whole matrix in a few minutes (CI); --tough runs for hours (by hand). "
         "See docs/stress.md.",
     )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="the whole matrix, two scenarios per cell, ~1 minute")
+    mode.add_argument("--quick", action="store_true", help="the whole matrix, two scenarios per cell, a few minutes")
     mode.add_argument("--tough", action="store_true", help="every scenario, round after round, for hours")
     m = p.add_argument_group("matrix")
     m.add_argument("--structure", default="all", choices=("all", *ADAPTERS), help="structure under test")
@@ -80,8 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--messages", type=int, help="end each cell once this many messages were published")
     t.add_argument("--seed", type=int, help="base seed (cell i runs seed+i); random by default")
     k = p.add_argument_group("knobs (defaults: " + ", ".join(f"{f}={getattr(CellConfig(), f)}" for f in KNOBS) + ")")
-    k.add_argument("--producers", type=int, help="concurrent producers (single-producer structures: one per lane)")
-    k.add_argument("--consumers", type=int, help="concurrent consumers")
+    k.add_argument(
+        "--producers",
+        help="producers, N or MIN:MAX: drawn per lane (mpmc; default 2:6), or lanes side by side (ring; default 2)",
+    )
+    k.add_argument("--consumers", help="consumers, N or MIN:MAX, likewise")
     k.add_argument("--sizes", help="payload bytes per slot: small, mixed, large, N or MIN:MAX")
     k.add_argument("--batch", help="items per batch call, N or MIN:MAX")
     k.add_argument("--capacity", help="slots per ring, N or MIN:MAX")
@@ -149,7 +159,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     repeat = total is not None and cell_time is not None  # fill `total`, round after round
 
     def cell(i: int, point: tuple[str, str, str], scenario: Scenario) -> CellConfig:
-        knobs = {**scenario.knobs, **given, **common}
+        knobs = {**scenario.knobs_for(point[0]), **given, **common}
         if cell_time is not None:
             knobs["duration"] = cell_time
         elif args.messages is not None:
@@ -418,6 +428,9 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         handles.update(r.get("handles", {}))
         travel.update(r.get("travel_lanes", {}))
     windows = sum(r.get("windows", 0) for r in results)
+    aimed: Counter[str] = Counter()
+    for r in results:
+        aimed.update(r.get("aimed_kills", {}))
     out.write(
         "acceptable outcomes: "
         + (", ".join(f"{k} x{n}" for k, n in sorted(accepted.items()) if n) or "none")
@@ -426,6 +439,12 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         + (", ".join(f"{k} x{n}" for k, n in sorted(handles.items())) or "none")
         + f"; last-out unlink checked in {travel['judged']} lane(s) ({travel['cut short']} cut short)"
         + f"\nregistration windows passed by actors: {windows:,}\n"
+        + (
+            f"kills aimed inside a held reserve()/borrow() block (crowded lanes): {aimed['held']} "
+            f"of {aimed['held'] + aimed['missed']}\n"
+            if aimed
+            else ""
+        )
     )
     for why in dict.fromkeys(not_built.values()):
         cells = ", ".join("/".join(p) for p, w in not_built.items() if w == why)

@@ -69,8 +69,12 @@ class CellConfig:
     seed: int = 0
     duration: float | None = 10.0  # seconds (None: run until `messages`)
     messages: int | None = None  # stop once this many messages were published
-    producers: int = 2  # concurrent producers (single-producer structures: one per lane)
-    consumers: int = 2
+    # Producers and consumers, N or MIN:MAX (None: the structure's own default,
+    # Adapter.crowd).  A structure with one producer and one consumer per
+    # instance runs one lane per pair (the top of a range); a multi-producer,
+    # multi-consumer one draws each lane's count from the range.
+    producers: int | str | None = None
+    consumers: int | str | None = None
     sizes: str = "mixed"
     batch: str = "1:32"  # items per put_many/get_many/borrow_many
     capacity: str = "1:256"  # slots per ring (drawn per lane; capped by --max-ring-mib)
@@ -105,10 +109,19 @@ class CellConfig:
             raise ValueError("--zero-copy is a share between 0 and 1")
         if not 0 <= self.travel <= 1 or self.spawn < 0:
             raise ValueError("--travel is a share between 0 and 1, --spawn a count >= 0")
-        if self.kill_rate < 0 or self.deadlock_after <= 0 or self.producers < 1 or self.consumers < 1:
-            raise ValueError("--kill-rate must be >= 0, --deadlock-after > 0, --producers/--consumers >= 1")
+        for crowd, flag in ((self.producers, "--producers"), (self.consumers, "--consumers")):
+            if crowd is not None and parse_range(str(crowd), flag)[0] < 1:
+                raise ValueError(f"{flag} must be at least 1")
+        if self.kill_rate < 0 or self.deadlock_after <= 0:
+            raise ValueError("--kill-rate must be >= 0, --deadlock-after > 0")
         if self.duration is None and self.messages is None:
             raise ValueError("a cell needs a --duration or a --messages count")
+
+    def crowd(self, default: str) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(producers, consumers) as (MIN, MAX) ranges; ``default`` is the structure's."""
+        p = parse_range(str(self.producers if self.producers is not None else default), "--producers")
+        c = parse_range(str(self.consumers if self.consumers is not None else default), "--consumers")
+        return p, c
 
     @property
     def name(self) -> str:
@@ -165,15 +178,25 @@ class CellConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Scenario:
-    """A named bundle of knobs the --quick and --tough matrices run per cell."""
+    """A named bundle of knobs the --quick and --tough matrices run per cell;
+    ``per_structure`` overrides some of them for one structure."""
 
     name: str
     knobs: dict[str, Any]
+    per_structure: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
+    def knobs_for(self, structure: str) -> dict[str, Any]:
+        return {**self.knobs, **self.per_structure.get(structure, {})}
+
+
+# Lanes of the multi-producer, multi-consumer ring: 2-6 producers x 2-6
+# consumers, drawn per lane (it has no travel lanes: see adapters.MpmcAdapter).
+MPMC_CROWD: dict[str, Any] = {"producers": "2:6", "consumers": "2:6", "travel": 0.0, "spawn": 0}
 
 SCENARIOS: dict[str, list[Scenario]] = {
-    # About a minute for the whole matrix on two cores.  Kills first: the
-    # slowest detection (a wedged consumer, --deadlock-after) starts earliest.
+    # Kills first: the slowest detection (a wedged consumer, --deadlock-after)
+    # starts earliest.  The mpmc cells are shorter (they catch their broken
+    # variant within a second): lanes of 4-12 processes, each a new crowd.
     "quick": [
         Scenario(
             "kills",
@@ -189,6 +212,7 @@ SCENARIOS: dict[str, list[Scenario]] = {
                 travel=0.5,
                 spawn=1,
             ),
+            {"mpmc": dict(MPMC_CROWD, duration=2.5, lane_time="0.8:2")},
         ),
         Scenario(
             "calm",
@@ -204,24 +228,33 @@ SCENARIOS: dict[str, list[Scenario]] = {
                 travel=0.5,
                 spawn=1,
             ),
+            {"mpmc": dict(MPMC_CROWD, duration=2.5, lane_time="0.8:2")},
         ),
     ],
     # Hours, by hand: every scenario per cell, round after round, new seeds.
+    # For the ring, producers/consumers is the number of lanes side by side.
     "tough": [
-        Scenario("calm", dict(kill_rate=0.0, delay="off", lane_time="5:60", producers=3, consumers=3)),
-        Scenario("delays", dict(kill_rate=0.0, delay="50:300", lane_time="5:60", producers=2, consumers=2)),
+        Scenario(
+            "calm",
+            dict(kill_rate=0.0, delay="off", lane_time="5:60"),
+            {"ring": dict(producers=3, consumers=3), "mpmc": MPMC_CROWD},
+        ),
+        Scenario(
+            "delays",
+            dict(kill_rate=0.0, delay="50:300", lane_time="5:60"),
+            {"ring": dict(producers=2, consumers=2), "mpmc": MPMC_CROWD},
+        ),
         Scenario(
             "kills",
             dict(
                 kill_rate=3.0,
                 delay="30:200",
                 lane_time="2:30",
-                producers=3,
-                consumers=3,
                 travel=0.3,
                 spawn=2,
                 scan_delay="200:2000",
             ),
+            {"ring": dict(producers=3, consumers=3), "mpmc": MPMC_CROWD},
         ),
         Scenario(
             "storm",
@@ -229,14 +262,17 @@ SCENARIOS: dict[str, list[Scenario]] = {
                 kill_rate=10.0,
                 delay="200:1000",
                 lane_time="1:10",
-                producers=4,
-                consumers=4,
                 capacity="1:8",
                 travel=0.5,
                 spawn=2,
                 scan_delay="1000:5000",
             ),
+            {"ring": dict(producers=4, consumers=4), "mpmc": dict(MPMC_CROWD, producers="4:6", consumers="4:6")},
         ),
-        Scenario("large", dict(kill_rate=1.0, delay="20:100", lane_time="5:60", sizes="large", max_ring_mib=128)),
+        Scenario(
+            "large",
+            dict(kill_rate=1.0, delay="20:100", lane_time="5:60", sizes="large", max_ring_mib=128),
+            {"mpmc": MPMC_CROWD},
+        ),
     ],
 }

@@ -30,11 +30,12 @@ FORBIDDEN: dict[str, str] = {
 ACCEPTABLE: dict[str, str] = {
     "in_flight_put": (
         "a producer SIGKILLed inside a put/put_many/reserve: the messages of that call may be missing, "
-        "but the delivered ones are a prefix of the call and in order"
+        "but the delivered ones are a prefix of the call and in order (mpmc: the holes it left)"
     ),
     "in_flight_take": (
         "a consumer SIGKILLed inside a take of at most B items: up to B messages that follow its last "
-        "logged message in lane order may be missing (it took them but never logged them), as a prefix"
+        "logged message in lane order may be missing (it took them but never logged them), as a prefix "
+        "(mpmc: at most B, each after the last message of its producer that the consumer logged)"
     ),
     "transient_eof": (
         "EOFError while no producer was registered: between a killed producer and its replacement, "

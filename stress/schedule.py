@@ -53,10 +53,23 @@ class LanePlan:
     spawn_producer: bool = False  # which first actor is spawned, if this lane spawns one
     spares: int = 0  # more handles the creator pickles, for replacements with no live peer
     relay: bool = False  # the creator pickles for the first actor only; the second gets its handle from it
+    # Structures with many producers and consumers per instance: how many of
+    # each run side by side (replacements after kills keep the counts), and
+    # the seconds between the starts of actors of one role.
+    producers: int = 1
+    consumers: int = 1
+    stagger: float = 0.0
 
 
-def plan_lane(rng: random.Random, cfg: CellConfig, first: bool = False) -> LanePlan:
-    """``first``: the cell's first lane, which always travels when --travel is on."""
+def plan_lane(
+    rng: random.Random,
+    cfg: CellConfig,
+    first: bool = False,
+    crowd: tuple[tuple[int, int], tuple[int, int]] | None = None,
+) -> LanePlan:
+    """``first``: the cell's first lane, which always travels when --travel is
+    on; ``crowd``: for a structure with many producers and consumers per
+    instance, the (MIN, MAX) ranges their counts are drawn from."""
     lo, hi = parse_sizes(cfg.sizes)
     need = log_uniform_int(rng, lo, hi) + OVERHEAD
     kind = rng.choice(("u1", "u4", "i8x8"))
@@ -77,7 +90,7 @@ def plan_lane(rng: random.Random, cfg: CellConfig, first: bool = False) -> LaneP
     start_gap = rng.choice((0.0, rng.uniform(0, 0.2)))
     # Drawn after the rest, so --travel leaves the other draws of a seed alone.
     travel = cfg.travel > 0 and (first or rng.random() < cfg.travel)
-    return LanePlan(
+    plan = LanePlan(
         capacity=capacity,
         dtype=dtype,
         shape=shape,
@@ -92,6 +105,15 @@ def plan_lane(rng: random.Random, cfg: CellConfig, first: bool = False) -> LaneP
         spawn_producer=travel and rng.random() < 0.5,
         spares=rng.choice((0, 2)) if travel else 0,
         relay=travel and rng.random() < 0.5,
+    )
+    if crowd is None:
+        return plan
+    # Drawn last, so the draws of single-pair lanes stay as they were.
+    return dataclasses.replace(
+        plan,
+        producers=rng.randint(*crowd[0]),
+        consumers=rng.randint(*crowd[1]),
+        stagger=rng.choice((0.0, rng.uniform(0, 0.05))),
     )
 
 

@@ -9,7 +9,9 @@ structures faked to lose, duplicate, spin, leak or lie about EOF.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
 import pickle
 import queue
@@ -27,7 +29,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from stress import adapters, cell, message
-from stress.arbiter import ConsumerRecord, LaneRecord, ProducerRecord, judge_total_order
+from stress.arbiter import ConsumerRecord, LaneRecord, ProducerRecord, judge_per_producer, judge_total_order
 from stress.cli import run_cell
 from stress.config import SCENARIOS, CellConfig
 from stress.schedule import Call, Temperament
@@ -86,6 +88,75 @@ def test_arbiter_does_not_judge_losses_of_a_lane_that_never_drained() -> None:
     assert _judge([ProducerRecord(1, False, 10, 0)], consumers, complete=False) == ([], {})
 
 
+# -- the per-producer rules (many producers and consumers side by side) ---------------------------
+def _judge_pp(producers: list[ProducerRecord], consumers: list[ConsumerRecord], complete: bool = True) -> Any:
+    verdict = judge_per_producer(LaneRecord("lane", tuple(producers), tuple(consumers), complete))
+    return sorted(v.outcome for v in verdict.violations), dict(verdict.acceptable)
+
+
+def test_per_producer_arbiter_passes_streams_split_between_consumers() -> None:
+    producers = [ProducerRecord(1, False, 10, 0), ProducerRecord(2, False, 6, 0)]
+    consumers = [
+        ConsumerRecord(7, False, 0, ((1, 0, 2), (2, 0, 1), (1, 5, 6), (2, 4, 5))),
+        ConsumerRecord(8, False, 0, ((2, 2, 3), (1, 3, 4), (1, 7, 9))),
+    ]
+    assert _judge_pp(producers, consumers) == ([], {})
+
+
+@pytest.mark.parametrize(
+    ("runs_a", "runs_b", "outcome"),
+    [
+        (((1, 0, 4),), ((1, 6, 9),), "lost"),  # a live producer's seq 5: nobody may drop it
+        (((1, 0, 5),), ((1, 5, 9),), "duplicated"),  # seq 5 at both consumers
+        (((1, 0, 5), (1, 5, 5)), ((1, 6, 9),), "duplicated"),  # seq 5 twice at one
+        (((1, 0, 2), (1, 6, 7), (1, 3, 5)), ((1, 8, 9),), "reordered"),  # consumer 7 goes back
+        (((1, 0, 9),), ((1, 10, 10),), "phantom"),
+        (((1, 0, 9),), ((3, 0, 0),), "phantom"),
+    ],
+)
+def test_per_producer_arbiter_names_each_forbidden_outcome(
+    runs_a: tuple[tuple[int, int, int], ...], runs_b: tuple[tuple[int, int, int], ...], outcome: str
+) -> None:
+    consumers = [ConsumerRecord(7, False, 0, runs_a), ConsumerRecord(8, False, 0, runs_b)]
+    assert _judge_pp([ProducerRecord(1, False, 10, 0)], consumers)[0] == [outcome]
+
+
+def test_per_producer_arbiter_accepts_holes_only_where_the_claimer_died() -> None:
+    # Producer 1 died inside a put_many of 4 (seq 10..13): a hole after what was delivered.
+    producers = [ProducerRecord(1, True, 10, 4), ProducerRecord(2, False, 5, 0)]
+    suffix = [ConsumerRecord(7, False, 0, ((1, 0, 5), (2, 0, 4))), ConsumerRecord(8, False, 0, ((1, 6, 11),))]
+    assert _judge_pp(producers, suffix) == ([], {"in_flight_put": 1})
+    middle = [ConsumerRecord(7, False, 0, ((1, 0, 10), (1, 12, 12), (2, 0, 4)))]
+    assert _judge_pp(producers, middle)[0] == ["lost"]  # its claims publish in order: no hole before seq 12
+    live = [ConsumerRecord(7, False, 0, ((1, 0, 9), (2, 0, 1), (2, 3, 4)))]
+    assert _judge_pp(producers, live)[0] == ["lost"]  # producer 2 lived: its seq 2 is lost, not a hole
+
+
+def test_per_producer_arbiter_matches_missing_messages_to_killed_consumers_takes() -> None:
+    producers = [ProducerRecord(1, False, 10, 0), ProducerRecord(2, False, 10, 0)]
+    # Consumer 7 died with a take of 3 in flight, having logged producer 1 to seq 3, producer 2 to seq 1.
+    dead = ConsumerRecord(7, True, 3, ((1, 0, 3), (2, 0, 1)))
+    three = ConsumerRecord(8, False, 0, ((1, 4, 5), (1, 7, 9), (2, 2, 2), (2, 5, 9)))  # 1:6, 2:3..4 missing
+    assert _judge_pp(producers, [dead, three]) == ([], {"in_flight_take": 1})
+    four = ConsumerRecord(8, False, 0, ((1, 4, 5), (1, 7, 8), (2, 2, 2), (2, 5, 9)))  # and 1:9: one too many
+    assert _judge_pp(producers, [dead, four])[0] == ["lost"]
+    # It claims positions in order: what it took last comes after all it logged of each producer.
+    logged_later = ConsumerRecord(7, True, 3, ((1, 0, 2), (1, 5, 5), (2, 0, 1)))
+    other = ConsumerRecord(8, False, 0, ((1, 3, 3), (1, 6, 9), (2, 2, 9)))  # 1:4 missing, below its 1:5
+    assert _judge_pp(producers, [logged_later, other])[0] == ["lost"]
+
+
+def test_per_producer_arbiter_finds_a_matching_where_a_greedy_one_would_not() -> None:
+    producers = [ProducerRecord(1, False, 10, 0), ProducerRecord(2, False, 10, 0)]
+    c8 = ConsumerRecord(8, False, 0, ((1, 5, 9), (2, 0, 2), (2, 7, 9)))  # 1:4 and 2:3 missing
+    c7 = ConsumerRecord(7, True, 1, ((1, 0, 3),))  # may have taken either
+    c9 = ConsumerRecord(9, True, 1, ((2, 4, 6),))  # only 1:4 (it logged producer 2 past seq 3)
+    assert _judge_pp(producers, [c7, c9, c8]) == ([], {"in_flight_take": 2})
+    c9_past_both = ConsumerRecord(9, True, 1, ((1, 5, 5), (2, 4, 6)))
+    c8_rest = ConsumerRecord(8, False, 0, ((1, 6, 9), (2, 0, 2), (2, 7, 9)))
+    assert _judge_pp(producers, [c7, c9_past_both, c8_rest])[0] == ["lost"]
+
+
 def test_a_slot_whose_second_half_is_stale_fails_verification() -> None:
     enc = message.Encoder(producer=3, slot_bytes=96, seed=1)
     rows = np.zeros((2, 96), dtype=np.uint8)
@@ -116,13 +187,16 @@ knobs = st.fixed_dictionaries(
         "zero_copy": st.sampled_from([0.0, 0.5, 1.0]),
         "producers": st.integers(1, 2),
         "travel": st.sampled_from([0.0, 1.0]),
+        "structure": st.sampled_from(["ring", "mpmc"]),
     }
 )
 
 
 def _fuzz_cell(k: dict[str, Any], duration: float) -> None:
+    k = dict(k)
+    if k["structure"] == "mpmc":  # a crowd per lane: up to 2 or 4 of each
+        k["producers"] = f"1:{2 * k['producers']}"
     cfg = CellConfig(
-        structure="ring",
         sync="lockfree",
         duration=duration,
         lane_time="0.3:1.5",
@@ -165,6 +239,19 @@ CAUGHT_AS = {
     "overwrite_unreleased": {"corrupted", "duplicated", "reordered", "lost", "actor_error"},
     # A consumer whose producer was SIGKILLed never sees EOF.
     "ignore_dead_producer": {"deadlock"},
+    # mpmc: a hole is delivered as an item: an aborted reserve's bytes (phantom), or, for a
+    # producer killed holding its claim, a previous lap's message (duplicated, reordered)
+    # or half-written or never-written bytes (corrupted).
+    "skip_abandoned_check": {"phantom", "duplicated", "reordered", "corrupted"},
+    # mpmc, semaphore flavour: producers give their side lock back before the copy, so two
+    # of them write one slot and publish one head: messages overwritten, repeated or torn,
+    # or impossible indices (LayoutError).
+    "unlock_early": {"corrupted", "duplicated", "reordered", "lost", "phantom", "actor_error"},
+}
+# Where the quick matrix looks for a variant (the ring cells come first; they have no holes).
+MATRIX_OF = {
+    "skip_abandoned_check": ["--structure", "mpmc"],
+    "unlock_early": ["--structure", "mpmc", "--sync", "semaphore"],
 }
 
 
@@ -183,7 +270,9 @@ def _stress(*args: str, timeout: float = 90) -> tuple[int, str, float]:
 
 @pytest.mark.parametrize("variant", sorted(CAUGHT_AS))
 def test_quick_catches_the_broken_variant(variant: str) -> None:
-    code, out, seconds = _stress("--quick", "--fail-fast", "--broken", variant, "--seed", "1")
+    code, out, seconds = _stress(
+        "--quick", *MATRIX_OF.get(variant, []), "--fail-fast", "--broken", variant, "--seed", "1"
+    )
     assert code == 1, out
     names = set(re.findall(r"^  - (\w+) \[", out, re.MULTILINE))
     assert names and names <= CAUGHT_AS[variant] | {"in_flight_put"}, out
@@ -191,6 +280,52 @@ def test_quick_catches_the_broken_variant(variant: str) -> None:
     assert re.search(r"^  seed: \d+$", out, re.MULTILINE), out
     assert re.search(rf"^  reproduce: python -m stress .*--broken {variant}$", out, re.MULTILINE), out
     assert seconds < 60, f"caught only after {seconds:.0f} s"
+
+
+_NO_ABORTS = """
+import dataclasses, json, sys
+from stress import cell
+from stress.config import CellConfig
+
+real = cell.temperament
+cell.temperament = lambda rng, cfg: dataclasses.replace(real(rng, cfg), abort_p=0.0)
+result = cell.Supervisor(CellConfig.from_json(sys.argv[1]), lambda record: None).run()
+print(json.dumps(result))
+"""
+
+
+def test_a_dead_producers_hole_delivered_as_an_item_is_caught_without_aborted_reserves() -> None:
+    # No reserve() block raises here: every hole is a claim whose producer was SIGKILLed.
+    tag = _tag()
+    cfg = CellConfig(
+        structure="mpmc",
+        backend="shm",
+        seed=4,
+        duration=3.0,
+        producers="2:4",
+        consumers="2:4",
+        capacity="1:32",
+        sizes="small",
+        kill_rate=4.0,
+        lane_time="0.5:1.5",
+        deadlock_after=5.0,
+        zero_copy=0.5,
+        broken="skip_abandoned_check",
+        fail_fast=True,
+        tag=tag,
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("SHMRING_BROKEN", "SHMRING_DELAY")}
+    env.update(cfg.env(), PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_ABORTS, cfg.to_json()], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.splitlines()[-1])
+    names = {v["outcome"] for v in result["violations"]}
+    assert names and names <= CAUGHT_AS["skip_abandoned_check"] - {"phantom"}, result["violations"]
+    assert result["acceptable"].get("reserve_aborted", 0) == 0, result["acceptable"]
+    assert result["aimed_kills"].get("held", 0) >= 1, result
+    assert not [e for e in os.listdir("/dev/shm") if f"stress-{tag}-" in e]
 
 
 def test_the_printed_command_reproduces_a_failure() -> None:
@@ -282,6 +417,56 @@ def test_the_harness_names_a_faked_misbehaviour(monkeypatch: pytest.MonkeyPatch,
     result = cell.Supervisor(cfg, lambda record: None).run()
     names = {v["outcome"] for v in result["violations"]}
     assert outcome in names, result["violations"]
+
+
+class _FakeMpmc(_FakeRing, adapters.MpmcAdapter):
+    """The real multi ring with one misbehaviour; ``live_hole``: every 40th
+    reserve() of a live producer leaves a hole (the block raises) although the
+    producer counts its message as sent, as a repair of a live claim would."""
+
+    def send(self, handle: Any, call: Call, scratch: adapters.Bytes, encode: adapters.Encode) -> int:
+        self.calls += 1
+        if self.fault == "live_hole" and call.op == "zero_copy" and self.calls % 40 == 0:
+            with contextlib.suppress(KeyError), handle.reserve() as slot:
+                encode(self._rows(slot, 1))
+                raise KeyError
+            return 1
+        return super().send(handle, call, scratch, encode)
+
+
+@pytest.mark.parametrize(
+    ("fault", "kill_rate", "outcome"),
+    [
+        ("drops", 0.0, "lost"),
+        ("duplicates", 0.0, "duplicated"),
+        # With kills, holes of killed producers and takes of killed consumers are excused;
+        # a hole under a producer that lived never is.
+        ("live_hole", 2.0, "lost"),
+    ],
+)
+def test_mpmc_lanes_name_a_faked_misbehaviour(
+    monkeypatch: pytest.MonkeyPatch, fault: str, kill_rate: float, outcome: str
+) -> None:
+    monkeypatch.setitem(adapters.ADAPTERS, "fake", _FakeMpmc(fault))
+    tag = _tag()
+    cfg = CellConfig(
+        structure="fake",
+        backend="shm",
+        seed=5,
+        duration=2.5,
+        lane_time="0.8:1.5",
+        producers="2:3",
+        consumers="2:3",
+        sizes="small",
+        capacity="4:16",
+        zero_copy=0.5,
+        kill_rate=kill_rate,
+        tag=tag,
+    )
+    result = cell.Supervisor(cfg, lambda record: None).run()
+    names = {v["outcome"] for v in result["violations"]}
+    assert names == {outcome}, result["violations"]
+    assert not [e for e in os.listdir("/dev/shm") if f"stress-{tag}-" in e]
 
 
 # -- travel lanes: handles pickled from a creator that leaves at once -----------------------------
