@@ -285,3 +285,35 @@ array_elem_cas(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
     if (observed == NULL) return NULL;
     return Py_BuildValue("(NN)", PyBool_FromLong(ok), observed);
 }
+
+/* lock_release(buf, owner_off, wake_off, waiters_off): give an Array's lock
+ * back and wake one sleeper, in one call (see shmring/_lock.py, FutexPark). */
+PyObject *
+array_lock_release(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs_is("lock_release", nargs, 4) < 0) return NULL;
+    Py_ssize_t off[3];
+    for (int i = 0; i < 3; i++) {
+        off[i] = PyLong_AsSsize_t(args[1 + i]);
+        if (off[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    Py_buffer view;
+    void *owner;
+    if (take_buffer(args[0], off[0], 8, &view, &owner) < 0) return NULL;
+    a32 *wake = checked_word(&view, off[1], 4);
+    a32 *waiters = wake == NULL ? NULL : checked_word(&view, off[2], 4);
+    if (waiters == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    /* SYNC POINT (release): the critical section's stores come first; pairs
+     * with the next holder's CAS. */
+    atomic_store_explicit((a64 *)owner, 0, memory_order_release);
+    /* SYNC POINT (seq_cst): bump the wake word, then look for sleepers; a
+     * sleeper counts itself (seq_cst) before its futex compares this word,
+     * so either we see it or its futex sees the bump. */
+    atomic_fetch_add_explicit(wake, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(waiters, memory_order_seq_cst) != 0) futex_wake_raw(wake, 1);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}

@@ -1338,6 +1338,9 @@ static PyMethodDef core_methods[] = {
      "elem_add(buf, off, kind, value) -> old value (seq_cst, wraps)"},
     {"elem_cas", (PyCFunction)(void (*)(void))array_elem_cas, METH_FASTCALL,
      "elem_cas(buf, off, kind, expected, desired) -> (success, observed) (seq_cst)"},
+    {"lock_release", (PyCFunction)(void (*)(void))array_lock_release, METH_FASTCALL,
+     "lock_release(buf, owner_off, wake_off, waiters_off): owner word := 0 (release), bump the wake word, "
+     "wake one sleeper if any"},
     {"_test_config", (PyCFunction)core_test_config, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -26,5 +26,6 @@ PyObject *array_elem_load(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *array_elem_store(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *array_elem_add(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 PyObject *array_elem_cas(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
+PyObject *array_lock_release(PyObject *m, PyObject *const *args, Py_ssize_t nargs);
 
 #endif /* SHMRING_CORE_H */

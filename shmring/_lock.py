@@ -15,6 +15,7 @@ flavour of Ring (the side locks of several producers or consumers).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -23,6 +24,24 @@ from . import _core
 from ._endpoints import own_identity, word_alive
 
 LIVENESS_INTERVAL_S = 0.1  # longest sleep before a waiter looks at the holder
+
+_identity = 0  # this process's identity word, cached (a fork child computes its own)
+
+
+def identity() -> int:
+    """This process's identity word (pid and start time), as lock words hold it."""
+    global _identity
+    if not _identity:
+        _identity = own_identity()
+    return _identity
+
+
+def _forget_identity() -> None:
+    global _identity
+    _identity = 0
+
+
+os.register_at_fork(after_in_child=_forget_identity)
 
 
 class Park(Protocol):
@@ -47,6 +66,10 @@ class FutexPark:
 
     def __init__(self, buf: Any, word_off: int, waiters_off: int) -> None:
         self._buf, self._word, self._waiters = buf, word_off, waiters_off
+
+    def release(self, owner_off: int) -> None:
+        """Free the lock at ``owner_off`` and wake, in one core call."""
+        _core.lock_release(self._buf, owner_off, self._word, self._waiters)
 
     def ticket(self) -> int:
         return _core.load32(self._buf, self._word)
@@ -91,11 +114,16 @@ class Lock:
 
     def __init__(self, buf: Any, owner_off: int, park: Park, on_takeover: Callable[[], None] | None = None) -> None:
         self._buf, self._off, self._park, self._on_takeover = buf, owner_off, park, on_takeover
+        self._futex = park if isinstance(park, FutexPark) else None
         self.holder_died = False  # the last acquire took the lock over from a dead holder
 
     def acquire(self, deadline: float | None) -> bool:
         """Take the lock; False once ``deadline`` (monotonic) has passed."""
-        me = own_identity()
+        me = identity()
+        # SYNC POINT (seq_cst CAS): the uncontended path, as below.
+        if _core.cas64(self._buf, self._off, 0, me) == 0:
+            self.holder_died = False
+            return True
         while True:
             ticket = self._park.ticket()
             # SYNC POINT (seq_cst CAS): acquires what the previous holder
@@ -118,6 +146,9 @@ class Lock:
                     return True
 
     def release(self) -> None:
+        if self._futex is not None:
+            self._futex.release(self._off)
+            return
         # SYNC POINT (release): the critical section's stores come first.
         _core.store64(self._buf, self._off, 0)
         self._park.wake()

@@ -27,7 +27,7 @@ from . import _core, _lifetime, _naming, _semaphore
 from . import _layout as L
 from ._endpoints import HOLDER, Endpoint, EndpointTable, process_start_time, word_alive
 from ._handle import SharedHandle
-from ._lock import LIVENESS_INTERVAL_S, FutexPark, Lock, Park, SemaphorePark
+from ._lock import LIVENESS_INTERVAL_S, FutexPark, Lock, Park, SemaphorePark, identity
 from ._region import Region
 from .errors import ShmringError
 
@@ -60,6 +60,11 @@ class Array(SharedHandle):
     _holding: bool = False  # this handle holds the lock (it is not reentrant)
     _sem: Any = None  # sync="semaphore": the lock's posix_ipc semaphore
     _sems_busy: int = 0  # calls of this handle waiting on it (close() waits for them)
+    _fast_size: int = 0
+    _kind: int | None = None
+    _fast_kind: int = 0
+    _buf: Any = None  # the mapping, for the hot paths (None once closed)
+    _futex: bool = False
 
     def __init__(
         self,
@@ -131,10 +136,18 @@ class Array(SharedHandle):
             else FutexPark(m, L.ARRAY_LOCK_WAKE_OFF, L.ARRAY_LOCK_WAITERS_OFF)
         )
         self._lock = Lock(m, L.ARRAY_LOCK_OFF, park)
+        self._futex = isinstance(park, FutexPark)  # the lock's release is one core call
+        self._held = _Held(self, None)
         self._array: np.ndarray[Any, Any] | None = np.frombuffer(
             m, geo.dtype, math.prod(geo.shape), L.DATA_OFFSET
         ).reshape(geo.shape)
         self._kind = _ELEMENT_KINDS.get(geo.dtype)
+        # The element operations' fast path: an int index below _fast_size (0
+        # while closed, or for a dtype they refuse, which sends every call
+        # to _element and its errors).
+        self._buf, self._itemsize = m, geo.dtype.itemsize
+        self._fast_size = math.prod(geo.shape) if self._kind is not None else 0
+        self._fast_kind = self._kind or 0
         self._closed = False
         _lifetime.track(self)
 
@@ -189,28 +202,29 @@ class Array(SharedHandle):
             raise ValueError("array is closed")
 
     # -- the lock ----------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def lock(self, timeout: float | None = None) -> Iterator[bool]:
+    def lock(self, timeout: float | None = None) -> contextlib.AbstractContextManager[bool]:
         """``with a.lock() as holder_died:`` holds the Array's cross-process
         lock (not reentrant).  ``holder_died`` is True if the previous holder
         died inside, so the data may need repair.  A dead holder's lock is
         taken within about LIVENESS_INTERVAL_S.  TimeoutError after
         ``timeout`` seconds; Ctrl-C interrupts the wait."""
-        self._acquire(timeout)
-        try:
-            yield self._lock.holder_died
-        finally:
-            self._holding = False
-            if not self._closed:
-                self._lock.release()
+        return self._held if timeout is None else _Held(self, timeout)
+
+    def _unlock(self) -> None:
+        self._holding = False
+        if not self._closed:
+            self._lock.release()
 
     def _acquire(self, timeout: float | None) -> None:
-        self._check_open()
-        if self._holding:
+        if self._closed or self._holding:
+            self._check_open()
             raise RuntimeError("this handle already holds the lock (it is not reentrant)")
-        if timeout is not None and not timeout >= 0:
+        if timeout is None:
+            deadline = None
+        elif timeout >= 0:
+            deadline = time.monotonic() + timeout
+        else:
             raise ValueError("'timeout' must be a non-negative number or None")
-        deadline = None if timeout is None else time.monotonic() + timeout
         if not self._lock.acquire(deadline):
             raise TimeoutError(f"the lock of {self.name!r} was not free within {timeout} s")
         self._holding = True
@@ -242,9 +256,7 @@ class Array(SharedHandle):
             finally:
                 _core.seq_end(self._region.mapping, L.ARRAY_SEQ_OFF, odd)
         finally:
-            self._holding = False
-            if not self._closed:
-                self._lock.release()
+            self._unlock()
 
     def read(self, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
         """A consistent copy of the data (into ``out`` if given): never torn
@@ -321,19 +333,30 @@ class Array(SharedHandle):
         assert self._region is not None
         return self._region.mapping
 
+    # The common call -- an int index in range on an open integer Array --
+    # is one test and one core call; anything else takes _element().
     def load(self, index: Any) -> int:
         """The element at ``index`` (sequentially consistent)."""
+        if type(index) is int and 0 <= index < self._fast_size:
+            return _core.elem_load(self._buf, L.DATA_OFFSET + index * self._itemsize, self._fast_kind)
         off, kind = self._element(index)
         return _core.elem_load(self._mapping(), off, kind)
 
     def store(self, index: Any, value: int) -> None:
         """Set the element at ``index``; OverflowError if ``value`` does not fit."""
+        if type(index) is int and 0 <= index < self._fast_size:
+            _core.elem_store(self._buf, L.DATA_OFFSET + index * self._itemsize, self._fast_kind, operator.index(value))
+            return
         off, kind = self._element(index)
         _core.elem_store(self._mapping(), off, kind, operator.index(value))
 
     def add(self, index: Any, value: int) -> int:
         """Add ``value`` to the element at ``index`` (wrapping, as numpy
         does); returns the old value."""
+        if type(index) is int and 0 <= index < self._fast_size:
+            return _core.elem_add(
+                self._buf, L.DATA_OFFSET + index * self._itemsize, self._fast_kind, operator.index(value)
+            )
         off, kind = self._element(index)
         return _core.elem_add(self._mapping(), off, kind, operator.index(value))
 
@@ -356,6 +379,8 @@ class Array(SharedHandle):
         if self._closed or self._region is None:
             return
         self._closed = True
+        self._fast_size = 0
+        self._buf = None
         _lifetime.untrack(self)
         region = self._region
         try:
@@ -389,6 +414,36 @@ class Array(SharedHandle):
         self._check_open()
         self._refuse_anon_pickle("Array")
         return (_attach, (self.name, self.backend, self._table.send()))
+
+
+class _Held:
+    """``with a.lock() as holder_died:`` (a class, not a generator: this is
+    the lock's hot path)."""
+
+    __slots__ = ("_array", "_timeout")
+
+    def __init__(self, array: Array, timeout: float | None) -> None:
+        self._array, self._timeout = array, timeout
+
+    def __enter__(self) -> bool:
+        a = self._array
+        buf = a._buf
+        # The uncontended lock is one CAS (Lock.acquire's first step).
+        if buf is not None and not a._holding and _core.cas64(buf, L.ARRAY_LOCK_OFF, 0, identity()) == 0:
+            a._holding = True
+            a._lock.holder_died = False
+            return False
+        a._acquire(self._timeout)
+        return a._lock.holder_died
+
+    def __exit__(self, *exc: object) -> None:
+        a = self._array
+        buf = a._buf
+        if buf is not None and a._futex and a._holding:
+            a._holding = False
+            _core.lock_release(buf, L.ARRAY_LOCK_OFF, L.ARRAY_LOCK_WAKE_OFF, L.ARRAY_LOCK_WAITERS_OFF)
+            return
+        a._unlock()
 
 
 def _fill(fill: Any, geo: L.Geometry) -> np.ndarray[Any, Any]:

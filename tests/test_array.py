@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import shmring
 from shmring import _layout as L
@@ -295,13 +298,13 @@ def add_many(a: shmring.Array, n: int) -> None:
 
 
 def test_adds_from_many_processes_are_exact(counter: shmring.Array) -> None:
-    procs = [FORK.Process(target=add_many, args=(counter, 5000)) for _ in range(4)]
+    procs = [FORK.Process(target=add_many, args=(counter, 100_000)) for _ in range(4)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(120)
         assert p.exitcode == 0
-    assert counter.load(1) == 20000
+    assert counter.load(1) == 400_000
 
 
 def test_the_semaphore_flavour_leaves_no_semaphore(name: str) -> None:
@@ -309,3 +312,79 @@ def test_the_semaphore_flavour_leaves_no_semaphore(name: str) -> None:
         sem_id = L.header_info(a._region.mapping)["sem_id"] if a._region else 0
         assert os.path.exists(f"/dev/shm/sem.shmring-{sem_id:016x}-lock")
     assert not os.path.exists(f"/dev/shm/sem.shmring-{sem_id:016x}-lock")
+
+
+# -- the element operations against a sequential model ------------------------------------------
+
+
+class ElementMachine(RuleBasedStateMachine):
+    """load/store/add/compare_exchange on a random integer dtype and shape,
+    against Python ints wrapped to the dtype's width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a: shmring.Array | None = None
+
+    @initialize(
+        dtype=st.sampled_from([np.int32, np.int64, np.uint32, np.uint64]), shape=st.sampled_from([(5,), (2, 3)])
+    )
+    def create(self, dtype: Any, shape: tuple[int, ...]) -> None:
+        self.a = shmring.Array(shape=shape, dtype=dtype, backend="anon")
+        info = np.iinfo(dtype)
+        self.lo, self.hi, self.bits = int(info.min), int(info.max), info.bits
+        self.model = [0] * int(np.prod(shape))
+        self.shape = shape
+
+    def wrap(self, v: int) -> int:
+        v &= (1 << self.bits) - 1
+        return v - (1 << self.bits) if self.lo < 0 and v > self.hi else v
+
+    def index(self, data: st.DataObject) -> tuple[Any, int]:
+        flat = data.draw(st.integers(0, len(self.model) - 1))
+        if data.draw(st.booleans()) and len(self.shape) > 1:
+            return tuple(int(i) for i in np.unravel_index(flat, self.shape)), flat
+        return flat, flat
+
+    def value(self, data: st.DataObject) -> int:
+        return data.draw(st.integers(self.lo, self.hi))
+
+    @rule(data=st.data())
+    def store(self, data: st.DataObject) -> None:
+        assert self.a is not None
+        i, flat = self.index(data)
+        v = self.value(data)
+        self.a.store(i, v)
+        self.model[flat] = v
+
+    @rule(data=st.data())
+    def add(self, data: st.DataObject) -> None:
+        assert self.a is not None
+        i, flat = self.index(data)
+        v = self.value(data)
+        assert self.a.add(i, v) == self.model[flat]
+        self.model[flat] = self.wrap(self.model[flat] + v)
+
+    @rule(data=st.data())
+    def compare_exchange(self, data: st.DataObject) -> None:
+        assert self.a is not None
+        i, flat = self.index(data)
+        expected = self.model[flat] if data.draw(st.booleans()) else self.value(data)
+        new = self.value(data)
+        ok, seen = self.a.compare_exchange(i, expected, new)
+        assert seen == self.model[flat] and ok == (expected == self.model[flat])
+        if ok:
+            self.model[flat] = new
+
+    @invariant()
+    def loads_agree(self) -> None:
+        if self.a is not None:
+            assert [self.a.load(i) for i in range(len(self.model))] == self.model
+            assert self.a.array.reshape(-1).tolist() == self.model
+
+    def teardown(self) -> None:
+        if self.a is not None:
+            self.a.close()
+
+
+ElementMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+test_element_operations_match_a_model = ElementMachine.TestCase

@@ -82,6 +82,21 @@ class PingPong:
 
 
 @dataclasses.dataclass(frozen=True)
+class ArrayOp:
+    """One operation of shmring.Array (or its stand-in), timed for a while
+    in ``processes`` processes at once."""
+
+    op: str
+    implementation: str
+    shmring: bool  # an Array row (else the stand-in it is compared with)
+    processes: int
+    operations: int
+    seconds: float
+    ops_per_s: float
+    gb_per_s: float  # bytes copied per second (snapshots), else 0
+
+
+@dataclasses.dataclass(frozen=True)
 class IdleCpu:
     """CPU time of a consumer blocked in ``ring.get()`` (producer alive, idle)."""
 
@@ -100,6 +115,7 @@ class Report:
     throughput: list[Throughput] = dataclasses.field(default_factory=list)
     many_to_many: list[ManyToMany] = dataclasses.field(default_factory=list)
     pingpong: list[PingPong] = dataclasses.field(default_factory=list)
+    array: list[ArrayOp] = dataclasses.field(default_factory=list)
     idle: IdleCpu | None = None
 
 

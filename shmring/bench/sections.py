@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from multiprocessing.context import ForkContext
 from typing import ClassVar, TextIO
 
+from .arrays import measure_adds, measure_locks, measure_snapshot
 from .config import COLD_BYTES, PING_BYTES, Settings, fmt_size
 from .measurements import measure_copy_floor, measure_idle, measure_many, measure_pingpong, measure_throughput
 from .multi import multi_transports
@@ -256,6 +257,43 @@ class PingPongSection(Section):
             print(self.table.row(cells), file=out)
 
 
+class ArraySection(Section):
+    """shmring.Array against its stand-ins: read() snapshots against
+    np.copyto, its lock against multiprocessing.Lock, add() against
+    multiprocessing.Value under get_lock() (see arrays.py)."""
+
+    load = "array"
+    table = Table(
+        Column("operation", 16, "<"),
+        Column("implementation", 22, "<"),
+        Column("procs", 5),
+        Column("ops/s", 10),
+        Column("GB/s", 8),
+        Column("Array vs stand-in", 0, "<"),
+    )
+
+    def run(self, ctx: ForkContext, settings: Settings, report: Report, out: TextIO) -> None:
+        seconds = settings.cell_seconds
+        rows = measure_snapshot(seconds) + measure_locks(ctx, seconds) + measure_adds(ctx, seconds)
+        report.array = rows
+        print(file=out)
+        print(f"Array: shared state; each row runs for {seconds:g} s (two processes: both at once)", file=out)
+        print(self.table.heading(), file=out)
+        for row in rows:
+            peers = [p for p in rows if not p.shmring and (p.op, p.processes) == (row.op, row.processes)]
+            notes = ", ".join(f"{fmt_ratio(row.ops_per_s / p.ops_per_s)} {p.implementation}" for p in peers)
+            cells = [
+                row.op,
+                row.implementation,
+                str(row.processes),
+                fmt_rate(row.ops_per_s),
+                fmt_gb(row.gb_per_s) if row.gb_per_s else "-",
+                notes if row.shmring else "",
+            ]
+            print(self.table.row(cells), file=out)
+        out.flush()
+
+
 class IdleSection(Section):
     """The CPU time a consumer spends blocked in ``ring.get()`` for a while,
     with a live producer that sends nothing: it should sleep, not spin."""
@@ -278,5 +316,6 @@ SECTIONS: tuple[Section, ...] = (
     ThroughputSection(),
     ManySection(),
     PingPongSection(),
+    ArraySection(),
     IdleSection(),
 )
