@@ -352,6 +352,7 @@ static PyObject *str_put_slow, *str_get_slow, *str_safe;
 static void
 ring_release_buffer(SpscRing *r)
 {
+    semring_close(r);
     if (r->bound) {
         r->bound = 0;
         r->q.base = NULL;
@@ -557,6 +558,7 @@ ring_after_fork(SpscRing *r, PyObject *unused)
     r->next_liveness_ns = 0;
     /* The parent's endpoint entries (and their announcements) are not ours. */
     memset(r->claim, 0, sizeof r->claim);
+    semring_after_fork(r);
     if (r->closing) {
         ring_release_buffer(r);
     }
@@ -601,7 +603,7 @@ item_is_exact(SpscRing *r, PyObject *item, int batch)
 
 /* Try to put n items (contiguous, exact) from src; returns how many went in
  * (0 when full) or -1 on error. */
-static Py_ssize_t
+Py_ssize_t
 ring_try_put_raw(SpscRing *r, const char *src, uint64_t n)
 {
     if (r->multi) return mring_try_put_raw(r, src, n);
@@ -643,7 +645,7 @@ ring_new_items(SpscRing *r, uint64_t k, int batch)
 
 /* Take up to max items into a new array (batch adds the leading axis).
  * Returns the array, Py_None (borrowed, not increfed) when empty, or NULL. */
-static PyObject *
+PyObject *
 ring_try_get_raw(SpscRing *r, uint64_t max, int batch)
 {
     if (r->multi) return mring_try_get_raw(r, max, batch);
@@ -784,7 +786,8 @@ put_common(SpscRing *r, PyObject *item, PyObject *block, PyObject *timeout, PyOb
             r->next_liveness_ns = t + LIVENESS_NS;
             goto slow;
         }
-        Py_ssize_t n = ring_try_put_raw(r, PyArray_BYTES((PyArrayObject *)item), 1);
+        const char *src = PyArray_BYTES((PyArrayObject *)item);
+        Py_ssize_t n = r->semf != NULL ? semring_put_fast(r, src) : ring_try_put_raw(r, src, 1);
         if (n < 0) return NULL;
         if (n == 1) Py_RETURN_NONE;
     }
@@ -800,7 +803,7 @@ get_common(SpscRing *r, PyObject *block, PyObject *timeout)
 {
     if (!timeout_ok(timeout)) return NULL;
     if (r->bound && !r->closing && (r->role & ROLE_CONSUMER) && !(r->views & ROLE_CONSUMER) && !r->get_busy) {
-        PyObject *out = ring_try_get_raw(r, 1, 0);
+        PyObject *out = r->semf != NULL ? semring_get_fast(r) : ring_try_get_raw(r, 1, 0);
         if (out != Py_None) return out;
     }
     return PyObject_CallMethodObjArgs((PyObject *)r, str_get_slow, block, timeout, NULL);
@@ -1270,6 +1273,8 @@ static PyMethodDef ring_methods[] = {
     {"_stuck", (PyCFunction)mring_stuck, METH_O, NULL},
     {"_repair", (PyCFunction)mring_repair, METH_VARARGS, NULL},
     {"_abandon_views", (PyCFunction)mring_py_abandon_views, METH_NOARGS, NULL},
+    {"_sem_bind", (PyCFunction)semring_bind, METH_VARARGS, NULL},
+    {"_sem_identity", (PyCFunction)semring_set_identity, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -41,6 +41,8 @@ typedef struct {
     mpmc_claim_t claim[2];     /* announcements in our producer [0] and consumer [1] entries */
     uint64_t resv_pos;         /* the position an open reserve() block holds */
     uint64_t loan_pos, loan_k; /* the run an open borrow() block holds */
+    /* sync="semaphore": the fast path's semaphores and side locks (_semaphore.c); NULL: none */
+    struct semring *semf;
 } SpscRing;
 
 #define CLAIM_INDEX(role) ((role) == ROLE_PRODUCER ? 0 : 1)
@@ -49,6 +51,8 @@ typedef struct {
 
 /* _core.c */
 void ring_end_inflight(SpscRing *r);
+Py_ssize_t ring_try_put_raw(SpscRing *r, const char *src, uint64_t n);
+PyObject *ring_try_get_raw(SpscRing *r, uint64_t max, int batch);
 PyObject *ring_new_items(SpscRing *r, uint64_t k, int batch);
 int ring_wait_word(SpscRing *r, a64 *word, a32 *waiters, uint64_t expected, double timeout);
 int check_producer_call(SpscRing *r, int ends_view);
@@ -70,5 +74,13 @@ PyObject *mring_py_abandon_views(SpscRing *r, PyObject *unused);
 PyObject *mring_set_claim(SpscRing *r, PyObject *args);
 PyObject *mring_stuck(SpscRing *r, PyObject *arg);
 PyObject *mring_repair(SpscRing *r, PyObject *args);
+
+/* _semaphore.c: the semaphore flavour's fast put and get. */
+PyObject *semring_bind(SpscRing *r, PyObject *args);
+PyObject *semring_set_identity(SpscRing *r, PyObject *arg);
+void semring_after_fork(SpscRing *r);
+void semring_close(SpscRing *r);
+Py_ssize_t semring_put_fast(SpscRing *r, const char *src);
+PyObject *semring_get_fast(SpscRing *r);
 
 #endif /* SHMRING_RING_H */

@@ -24,6 +24,7 @@ from . import _convert, _core, _lifetime, _naming, _semaphore
 from . import _layout as L
 from ._endpoints import CONSUMER, HOLDER, PRODUCER, Endpoint, EndpointTable, process_start_time
 from ._handle import SharedHandle
+from ._lock import identity
 from ._region import Region
 
 __all__ = ["Ring"]
@@ -117,9 +118,9 @@ class Ring(SharedHandle, _core.SpscRing):
                 sems = _semaphore.Semaphores(region.mapping, sem_id, geo.capacity, create=True, mode=mode)
             header = L.encode_header(geo, time.time_ns(), os.getpid(), process_start_time(os.getpid()), sem_id)
             region.publish_header(header)
+            self._open(region, geo, holder, sems)
             if sem_id and region.name is None:
                 _semaphore.unlink(sem_id)  # anon: fork children inherit them open; no name to leave behind
-            self._open(region, geo, holder, sems)
         except BaseException:
             if sems is not None:
                 sems.close()
@@ -167,6 +168,21 @@ class Ring(SharedHandle, _core.SpscRing):
         self._region = region
         self._geo = geo
         self._sem = sems
+        if sems is not None:
+            try:
+                free, full, plock, clock = _semaphore.names(sems.sem_id)
+                self._sem_bind(
+                    free,
+                    full,
+                    plock,
+                    clock,
+                    (L.PRODUCER_LOCK_OFF, L.CONSUMER_LOCK_OFF),
+                    (geo.multi_producer, geo.multi_consumer),
+                )
+            except BaseException:
+                sems.close()
+                self._table.unregister(holder)
+                raise
         self._permits = {PRODUCER: False, CONSUMER: False}
         self._holder_slot = holder
         self._endpoint_slots = {}
@@ -253,18 +269,18 @@ class Ring(SharedHandle, _core.SpscRing):
                 f"a {'reserve' if role == PRODUCER else 'borrow'}() block is open on this handle: finish it first"
             )
         if role in self._endpoint_slots:
-            if self._sem is None:
-                self._role = self._role | role
+            self._role = self._role | role
             return
         exclusive = not (self.multi_producer if role == PRODUCER else self.multi_consumer)
         slot = self._table.register(role, exclusive)
         self._endpoint_slots[role] = slot
         if self._geo.multi:
             self._set_claim(role, self._table.claim_offset(slot))
-        if self._sem is None:
-            # The core's fast paths run for the roles set here; a semaphore
-            # ring keeps them clear, so every call comes to its slow path.
-            self._role = self._role | role
+        if self._sem is not None:
+            # The core's put/get fast path (roles set below) takes the
+            # semaphore flavour's permits and side locks under this identity.
+            self._sem_identity(identity())
+        self._role = self._role | role
         self._wake_all()
 
     def _peers_gone(self, role: int) -> bool:
