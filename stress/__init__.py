@@ -11,6 +11,7 @@ Modules, in the order a message travels (docs/stress.md has the whole story):
 * schedule  -- every random decision, drawn from the seed
 * adapters  -- what the harness needs from each structure (one adapter per structure)
 * actors    -- producer and consumer loops, in fork children
+* array_actors -- the Array lanes' writers/readers, adders/loaders, holders/observers
 * message   -- the bytes of a message and their checks
 * board     -- the actors' crash-proof logs and the lanes' control words
 * arbiter   -- the rules: forbidden and acceptable outcomes, judged from the logs

@@ -228,6 +228,10 @@ def _act(ctx: ActorContext) -> int:
     _preempt_scans(ctx.adapter, ctx.cfg)
     events = Events(ctx.log)
     try:
+        if ctx.plan.kind:
+            from .array_actors import run_array
+
+            return run_array(ctx, events)
         return (run_producer if ctx.producer else run_consumer)(ctx, events)
     except BaseException as exc:  # noqa: BLE001 - every escape is a finding
         ctx.log.set(board.PHASE, board.PHASE_EXITING)  # its peers' EOF/EPIPE is no longer spurious

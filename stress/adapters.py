@@ -25,15 +25,22 @@ and listing it in :data:`ADAPTERS`:
   ``last_out_unlinks``: the backends whose last handle out removes the name;
 * ``instrument``/``delay_armed``: the structure's test hooks, to count the
   windows the actors pass and to check that delay injection reaches them.
+
+A structure that holds state instead of moving messages (``order =
+"array"``: shmring.Array) has no ``send``/``receive``; its lanes come in
+``lane_kinds`` that run side by side, its actors (array_actors.py) call the
+operations ``write``/``read``/``lock``/``add``/``compare_exchange``/``load``
+of the adapter, and arbiter.judge_array judges them.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import pickle
 import queue
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -64,6 +71,10 @@ class Adapter(abc.ABC):
     max_producers: ClassVar[int | None] = 1
     max_consumers: ClassVar[int | None] = 1
     crowd: ClassVar[str] = "2"  # default --producers/--consumers (N or MIN:MAX)
+    # Structures whose lanes come in kinds (Array): one lane of each kind runs
+    # at a time, side by side; a finished lane is followed by one of its kind.
+    lane_kinds: ClassVar[tuple[str, ...]] = ()
+    aim_at_consumers: ClassVar[bool] = True  # crowded lanes: may a kill be aimed at a consumer?
     forbidden: ClassVar[frozenset[str]]  # outcomes this structure's rules can produce
     travels: ClassVar[tuple[str, ...]] = ()  # backends whose handles can be pickled to another process
     last_out_unlinks: ClassVar[tuple[str, ...]] = ()  # backends whose last handle out removes the name
@@ -141,7 +152,25 @@ class Adapter(abc.ABC):
         are released; returns how many.  Raises queue.Empty or EOFError."""
 
 
-class RingAdapter(Adapter):
+class _ShmringAdapter(Adapter):
+    """What every shmring structure's adapter does alike: an actor closes its
+    handle; the supervisor unlinks (a file region's file too: only unlink()
+    removes it) and closes; the region's name is its one path."""
+
+    def close(self, handle: Any) -> None:
+        handle.close()
+
+    def dispose(self, owner: Any) -> None:
+        owner.unlink()
+        owner.close()
+
+    def entries(self, name: str | None, backend: str) -> list[str]:
+        if name is None:
+            return []
+        return [name] if backend == "file" else [os.path.join("/dev/shm", name)]
+
+
+class RingAdapter(_ShmringAdapter):
     """shmring.Ring: single producer, single consumer, fixed-size slots."""
 
     name = "ring"
@@ -178,18 +207,6 @@ class RingAdapter(Adapter):
         if backend == "anon":
             return owner  # inherited across fork; the child registers on its first call
         return shmring.Ring.attach(name, backend=backend)  # type: ignore[arg-type]
-
-    def close(self, handle: Any) -> None:
-        handle.close()
-
-    def dispose(self, owner: Any) -> None:
-        owner.unlink()  # a file ring's file is removed only by unlink()
-        owner.close()
-
-    def entries(self, name: str | None, backend: str) -> list[str]:
-        if name is None:
-            return []
-        return [name] if backend == "file" else [os.path.join("/dev/shm", name)]
 
     def dump(self, owner: Any) -> dict[str, Any]:
         from shmring import _core
@@ -407,7 +424,131 @@ def _seq_word(word: int, pos: int) -> str:
     return f"{hole}{(word & ((1 << 63) - 1)) - 2 * pos:+d}"
 
 
-ADAPTERS: dict[str, Adapter] = {"ring": RingAdapter(), "mpmc": MpmcAdapter()}
+class ArrayAdapter(_ShmringAdapter):
+    """shmring.Array: state shared by a crowd, not a stream.  Three kinds of
+    lanes run side by side (array_actors.py): ``seqlock`` (writers fill the
+    whole array with one value per write(), readers check every read() is
+    uniform), ``counter`` (adders use add()/compare_exchange(), the totals
+    must add up) and ``lock`` (holders increment a counter non-atomically
+    under lock(): a lost update means two holders at once).  Writers, adders
+    and holders are the lane's "producers", readers and loaders/observers its
+    "consumers"; kills are aimed inside write()/lock() blocks and after add().
+
+    The harness's own broken variants (``--broken``, read from
+    SHMRING_BROKEN, which the core ignores) live here, in the operations the
+    actors call: ``array_no_lock`` (writers fill ``.array`` without write()),
+    ``array_plain_add`` (``add`` is a plain read-modify-write of ``.array``),
+    ``array_skip_lock`` (``lock()`` takes no lock)."""
+
+    name = "array"
+    syncs = ("lockfree", "semaphore")
+    backends = ("shm", "anon", "file")
+    order = "array"
+    max_producers = None
+    max_consumers = None
+    crowd = "2:3"
+    lane_kinds = ("seqlock", "counter", "lock")
+    aim_at_consumers = False  # a reader or loader holds nothing: aim at writers, adders, holders
+    forbidden = frozenset(
+        {
+            "torn",
+            "stale_read",
+            "spurious_read_error",
+            "miscounted",
+            "lock_broken",
+            "holder_died_missed",
+            "spurious_holder_died",
+            "deadlock",
+            "leaked",
+            "busy_wait",
+            "actor_error",
+        }
+    )
+    BROKEN = ("array_no_lock", "array_plain_add", "array_skip_lock")
+
+    @property
+    def broken(self) -> str:
+        return os.environ.get("SHMRING_BROKEN", "")
+
+    def create(self, name: str | None, backend: str, sync: str, plan: LanePlan) -> Any:
+        import shmring
+
+        return shmring.Array(name, shape=plan.shape, dtype=plan.dtype, sync=sync, backend=backend)
+
+    def open(self, owner: Any, name: str | None, backend: str) -> Any:
+        import shmring
+
+        if backend == "anon":
+            return owner  # inherited across fork
+        return shmring.Array.attach(name, backend=backend)  # type: ignore[arg-type]
+
+    def dump(self, owner: Any) -> dict[str, Any]:
+        from shmring import _core
+        from shmring import _layout as L
+
+        mapping = owner._region.mapping
+        data = owner.array
+        out: dict[str, Any] = {"name": owner.name, "shape": owner.shape, "dtype": str(owner.dtype)}
+        out["lock holder word"] = hex(_core.load64(mapping, L.ARRAY_LOCK_OFF))
+        out["seq"] = _core.load64(mapping, L.ARRAY_SEQ_OFF)
+        if owner.sync == "lockfree":
+            out["lock wake word"] = _core.load32(mapping, L.ARRAY_LOCK_WAKE_OFF)
+            out["lock waiters"] = _core.load32(mapping, L.ARRAY_LOCK_WAITERS_OFF)
+        out["data (first elements)"] = data.reshape(-1)[:4].tolist()
+        out["endpoints"] = [
+            f"slot {e.slot}: pid {e.pid} {e.role} {e.state} {'alive' if e.alive else 'DEAD'}" for e in owner.endpoints()
+        ]
+        return out
+
+    def producers_ever(self, owner: Any) -> bool:
+        return True  # no pipe semantics: a lane may end whenever its writers are gone
+
+    def send(self, handle: Any, call: Call, scratch: Bytes, encode: Encode) -> int:
+        raise TypeError("an Array moves no messages (see array_actors.py)")
+
+    def receive(self, handle: Any, call: Call, visit: Visit) -> int:
+        raise TypeError("an Array moves no messages (see array_actors.py)")
+
+    # -- the operations the Array actors call ----------------------------------------------
+    @contextlib.contextmanager
+    def write(self, handle: Any) -> Iterator[tuple[np.ndarray[Any, Any], bool]]:
+        """``with write(handle) as (view, holder_died)``: a seqlock write."""
+        if self.broken == "array_no_lock":
+            yield handle.array, False  # plain stores: readers may copy half of them
+            return
+        with handle.write() as view:
+            yield view, handle.holder_died
+
+    def read(self, handle: Any, out: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        return handle.read(out)  # type: ignore[no-any-return]
+
+    @contextlib.contextmanager
+    def lock(self, handle: Any) -> Iterator[bool]:
+        """``with lock(handle) as holder_died``."""
+        if self.broken == "array_skip_lock":
+            yield False
+            return
+        with handle.lock() as died:
+            yield died
+
+    def add(self, handle: Any, index: Any, value: int) -> int:
+        if self.broken == "array_plain_add":
+            data = handle.array
+            at = index if isinstance(index, tuple) else np.unravel_index(index, data.shape)
+            old = int(data[at])  # another process may add here: its update is lost
+            data[at] = old + value
+            return old
+        return int(handle.add(index, value))
+
+    def compare_exchange(self, handle: Any, index: Any, expected: int, new: int) -> tuple[bool, int]:
+        ok, seen = handle.compare_exchange(index, expected, new)
+        return bool(ok), int(seen)
+
+    def load(self, handle: Any, index: Any) -> int:
+        return int(handle.load(index))
+
+
+ADAPTERS: dict[str, Adapter] = {"ring": RingAdapter(), "mpmc": MpmcAdapter(), "array": ArrayAdapter()}
 STRUCTURES = tuple(ADAPTERS)
 SYNCS = ("lockfree", "semaphore")
 BACKENDS = ("shm", "anon", "file")

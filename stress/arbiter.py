@@ -54,6 +54,34 @@ acceptable
                       after everything it logged); every missing message
                       must be matched (a small max-flow)
 
+Rules for Array lanes (``Adapter.order == "array"``, :func:`judge_array`;
+array_actors.py says what each actor does and checks on the spot: ``torn``,
+``stale_read``, and counters that go down).  At the lane's end, with every
+actor gone, the supervisor takes the lock once more and reads the counters:
+
+forbidden
+  ``miscounted``           a counter's final value is not the sum of what the
+                           adders logged plus some subset of the updates that
+                           SIGKILLed adders had in flight (lock lane: more
+                           increments than the holders could have made)
+  ``lock_broken``          the lock lane's counter lost an increment that its
+                           holder logged as done: two holders at once
+  ``spurious_holder_died`` more lock()/write() calls saw holder_died than actors
+                           died inside such a call (each death is seen once:
+                           by the next holder)
+  ``holder_died_missed``   fewer saw it than actors were SIGKILLed holding the
+                           lock (an aimed kill inside the block); the
+                           supervisor's final lock() is the next holder of the
+                           last one
+  ``spurious_read_error``  read() raised "died part-way" with no writer of the
+                           lane SIGKILLed inside write() before the error and
+                           after the write of the reader's last good copy began
+acceptable
+  ``in_flight_update``     a SIGKILLed adder's (holder's) last update in flight
+                           landed or not: the total matches only with it
+  ``holder_died``          a lock()/write() took the lock over from a dead holder
+  ``died_part_way``        read() raised after a writer died inside write()
+
 Intervals keep this fast: a consumer logs *runs* of consecutive messages, so
 a lane of millions of messages is judged from a handful of intervals.
 """
@@ -64,6 +92,7 @@ import bisect
 import dataclasses
 from collections import Counter, defaultdict, deque
 
+from .board import DONE_MASK, DONE_PENDING_SHIFT
 from .outcomes import Violation
 
 EXAMPLES = 3  # ranges quoted per violation
@@ -454,3 +483,102 @@ def _match_takes(
     ]
     used = sum(1 for j in range(len(takes)) if cap[(1, 2 + n_p + j)] > 0)
     return unmatched, used
+
+
+# -- Array lanes ----------------------------------------------------------------------------------
+SUBSETS_MAX = 1 << 14  # distinct subset sums kept before falling back to a range
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayActorRecord:
+    actor: int
+    producer: bool  # a writer, adder or holder (else a reader, loader or observer)
+    died: bool  # killed, or exited abnormally: its update in flight may or may not have landed
+    killed: bool  # SIGKILLed by the supervisor
+    killed_at: int  # CLOCK_MONOTONIC ns just before the SIGKILL (0: not killed)
+    reaped_at: int  # ns just after waitpid saw it dead: it died in [killed_at, reaped_at]
+    locking: bool  # it was in a lock()/write() call when it died (it may have held the lock)
+    holding: bool  # it died held inside the block (an aimed kill): it surely held the lock
+    died_seen: int  # its lock()/write() calls that returned holder_died=True
+    done: tuple[int, ...]  # per counter: sum of updates done | update in flight << 56 (board.DONE_*)
+    read_errors: tuple[tuple[int, int], ...]  # reader: (error time ns, write time ns of its last good copy; 0: none)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayLaneRecord:
+    lane: str
+    kind: str  # "seqlock", "counter" or "lock"
+    actors: tuple[ArrayActorRecord, ...]
+    final: tuple[int, ...]  # the counters at the end (lock lane: the holders' counter)
+    final_died: bool | None  # the supervisor's last lock() saw holder_died (None: not taken)
+
+
+def _split(word: int) -> tuple[int, int]:
+    """(sum done, update in flight) of a log word."""
+    return word & DONE_MASK, word >> DONE_PENDING_SHIFT
+
+
+def _subset_sums(values: list[int]) -> set[int] | None:
+    """Every sum of a subset of ``values``; None if there are too many."""
+    sums = {0}
+    for x in values:
+        sums |= {s + x for s in sums}
+        if len(sums) > SUBSETS_MAX:
+            return None
+    return sums
+
+
+def judge_array(lane: ArrayLaneRecord) -> Verdict:
+    """The Array rules in the module docstring, for one lane."""
+    v = Verdict()
+    where = lane.lane
+    producers = [a for a in lane.actors if a.producer]
+    for counter, final in enumerate(lane.final):
+        done = sum(_split(a.done[counter])[0] for a in producers)
+        maybe = [p for a in producers if a.died and (p := _split(a.done[counter])[1])]
+        extra = final - done
+        sums = _subset_sums(maybe)
+        fits = (extra in sums) if sums is not None else 0 <= extra <= sum(maybe)
+        if fits:
+            v.acceptable["in_flight_update"] += 1 if extra else 0
+            continue
+        what = "counter" if lane.kind == "counter" else "the holders' counter"
+        detail = f"{what} {counter} is {final}; the actors logged {done} as done"
+        if maybe:
+            detail += f", and {len(maybe)} that died had {sorted(maybe)} in flight"
+        if lane.kind == "lock" and extra < 0:
+            v.violations.append(Violation("lock_broken", where, f"{-extra} increments lost: {detail}"))
+        else:
+            v.violations.append(Violation("miscounted", where, f"off by {extra:+d}: {detail}"))
+    if lane.kind in ("seqlock", "lock"):
+        seen = sum(a.died_seen for a in producers) + bool(lane.final_died)
+        possible = sum(1 for a in producers if a.died and a.locking)
+        surely = sum(1 for a in producers if a.killed and a.holding)
+        call = "write()" if lane.kind == "seqlock" else "lock()"
+        if seen > possible:
+            detail = f"{seen} {call} calls saw holder_died, but only {possible} actors died inside one"
+            v.violations.append(Violation("spurious_holder_died", where, detail))
+        if seen < surely:
+            detail = f"{surely} actors were SIGKILLed holding the lock, but only {seen} {call} calls saw holder_died"
+            v.violations.append(Violation("holder_died_missed", where, detail))
+        v.acceptable["holder_died"] += seen
+    if lane.kind == "seqlock":
+        deaths = [(a.killed_at, a.reaped_at) for a in producers if a.killed and a.locking]
+        bad: list[str] = []
+        for a in lane.actors:
+            for at, last in a.read_errors:
+                # The writer died before the error (killed_at <= at), and the
+                # reader's last good copy is older than its death: a write that
+                # began after the death repairs the data (readers then see it).
+                if any(k <= at and last < r for k, r in deaths):
+                    v.acceptable["died_part_way"] += 1
+                else:
+                    bad.append(f"reader {a.actor} at {at}")
+        if bad:
+            detail = (
+                f"{len(bad)} read() calls raised 'died part-way' with no writer SIGKILLed inside write() "
+                f"before them and after their last good copy ({', '.join(bad[:EXAMPLES])}; "
+                f"writers killed inside write() at {[k for k, _ in deaths][:EXAMPLES] or 'none'})"
+            )
+            v.violations.append(Violation("spurious_read_error", where, detail))
+    return v

@@ -56,6 +56,14 @@ SEND_DONE = 17  # actor: id of the last request answered (ticket-<id> written, o
 WINDOWS = 18  # registration/unregistration windows this actor passed (the core's test hook)
 HOLD = 19  # supervisor: hold the next reserve()/borrow() block open (an aimed kill is coming)
 HOLDING = 20  # actor: inside a held block, its claim taken and not yet published or released
+# Array lanes (array_actors.py):
+LOCKING = 21  # in a lock()/write() call: set before it, cleared after its block (a death here may hold the lock)
+DIED_SEEN = 22  # lock()/write() calls that returned holder_died=True
+READ_ERRORS = 23  # reader: read() raised "died part-way" (each one a record: error time, last good version)
+DONE_BASE = 64  # per element: sum of the updates done | the update in flight << DONE_PENDING_SHIFT
+DONE_WORDS = 64  # elements a counter lane may have
+DONE_PENDING_SHIFT = 56
+DONE_MASK = (1 << DONE_PENDING_SHIFT) - 1
 
 PHASE_STARTING, PHASE_REGISTERED, PHASE_EXITING, PHASE_DONE = 0, 1, 2, 3
 
@@ -79,9 +87,17 @@ OPS = (
     "zero_copy",
     "zero_copy_many",
     "zero_copy_abort",
+    # Array lanes
+    "lock",
+    "write",
+    "read",
+    "add",
+    "compare_exchange",
+    "load",
 )
 OP_CODE = {name: i for i, name in enumerate(OPS)}
-BLOCKING_OPS = frozenset({"copy", "copy_many", "zero_copy", "zero_copy_many"})
+# (An Array read() is not blocking, but it retries with a backoff while a write is under way: it waits.)
+BLOCKING_OPS = frozenset({"copy", "copy_many", "zero_copy", "zero_copy_many", "lock", "write", "read"})
 
 Words = npt.NDArray[np.uint64]
 
@@ -164,6 +180,16 @@ class ActorLog:
         self._cur_of[producer] = n
         return True
 
+    def add_record(self, a: int, b: int, c: int = 0) -> bool:
+        """Append a record of three words (the run table, never merged:
+        Array readers log their read() errors here); False once it is full."""
+        n = int(self.w[NRUNS])
+        if n >= self.max_runs:
+            return False
+        self._runs[n] = (a, b, c)
+        self.w[NRUNS] = n + 1
+        return True
+
     def runs(self) -> Iterator[tuple[int, int, int]]:
         for p, first, last in self._runs[: int(self.w[NRUNS])].tolist():
             yield int(p), int(first), int(last)
@@ -173,6 +199,7 @@ class ActorLog:
 LANE_DONE = 0  # supervisor: no producer will come any more; EOF is final
 CUR_PRODUCER = 1  # actor id of the newest producer started in the lane
 CUR_CONSUMER = 2  # actor id of the newest consumer started
+BORN_NS = 3  # CLOCK_MONOTONIC ns when the lane was made (Array lanes: versions count from it)
 
 
 class LaneControl:

@@ -26,6 +26,14 @@ holds its next reserve()/borrow() block open, claim taken, and is killed
 there (:meth:`Supervisor._fire_aimed`), so dead claims -- the holes and
 unreleased runs the multi ring must repair -- happen in every such cell.
 
+An Array (``array``) holds state: its cell runs one lane of each kind
+(seqlock, counter, lock; array_actors.py) side by side, a finished lane
+followed by a new one of its kind.  Kills are aimed at writers, adders and
+holders (inside write(), inside lock(), after add()); a lane's deadlock is
+one role that stops moving; at a lane's end the supervisor takes the lock
+once more, reads the counters and judges the lane with arbiter.judge_array
+(:meth:`Supervisor._judge_array`).
+
 A *travel* lane (``--travel``) is created elsewhere: a creator process (fork
 child) makes the structure, pickles handles for the first actors and spares,
 and leaves, before the actors start or while they unpickle; the supervisor
@@ -42,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import multiprocessing
 import multiprocessing.process
 import os
@@ -59,12 +68,21 @@ from typing import Any
 from . import board
 from .actors import FRAME, ActorContext, child_main, creator_main, log_path, spawn_main, ticket_path
 from .adapters import ADAPTERS, Adapter
-from .arbiter import ConsumerRecord, LaneRecord, ProducerRecord, judge_per_producer, judge_total_order
+from .arbiter import (
+    ArrayActorRecord,
+    ArrayLaneRecord,
+    ConsumerRecord,
+    LaneRecord,
+    ProducerRecord,
+    judge_array,
+    judge_per_producer,
+    judge_total_order,
+)
 from .board import ActorLog, LaneControl
 from .config import CellConfig
 from .lanes import Actor, Lane, exit_text
 from .outcomes import Violation
-from .schedule import LanePlan, plan_lane, temperament
+from .schedule import LanePlan, plan_array_lane, plan_lane, temperament
 from .watchdogs import BusyWatch, deadlock_report
 
 TICK_S = 0.005
@@ -72,6 +90,7 @@ PROGRESS_S = 2.0
 CREATOR_TIMEOUT_S = 20.0
 AIM_SHARE = 0.5  # crowded lanes: share of kills aimed inside a reserve()/borrow() block
 AIM_WAIT_S = 0.5  # an aimed actor not inside such a block by then is killed wherever it is
+LAST_LOCK_S = 5.0  # Array lanes: the supervisor's last lock() (a dead holder's is taken within ~0.2 s)
 
 
 class Supervisor:
@@ -115,8 +134,8 @@ class Supervisor:
         next_progress = self.start + PROGRESS_S
         next_kill = self._next_kill(self.start)
         try:
-            for _ in range(n_lanes):
-                self._new_lane()
+            for i in range(n_lanes):
+                self._new_lane(self.adapter.lane_kinds[i] if self.adapter.lane_kinds else "")
             while self.lanes:
                 now = time.monotonic()
                 self._reap()
@@ -127,7 +146,7 @@ class Supervisor:
                     if lane.state == "finished":
                         self._finish_lane(lane)
                         if not self.stopping:
-                            self._new_lane()
+                            self._new_lane(lane.plan.kind)
                 if now >= next_kill:
                     self._kill_random(now)
                     next_kill = self._next_kill(now)
@@ -146,6 +165,8 @@ class Supervisor:
 
     def _lanes_wanted(self) -> int:
         a = self.adapter
+        if a.lane_kinds:
+            return len(a.lane_kinds)  # one lane of each kind, side by side
         (_, producers), (_, consumers) = self.cfg.crowd(a.crowd)
         per_p = a.max_producers or producers
         per_c = a.max_consumers or consumers
@@ -208,7 +229,7 @@ class Supervisor:
             return os.path.join(self.workdir, base + ".ring")
         return base
 
-    def _new_lane(self) -> None:
+    def _new_lane(self, kind: str = "") -> None:
         lane_id = self.next_lane
         self.next_lane += 1
         crowd = None
@@ -216,7 +237,12 @@ class Supervisor:
             (p_lo, p_hi), (c_lo, c_hi) = self.cfg.crowd(self.adapter.crowd)
             p_max, c_max = self.adapter.max_producers or p_hi, self.adapter.max_consumers or c_hi
             crowd = ((min(p_lo, p_max), min(p_hi, p_max)), (min(c_lo, c_max), min(c_hi, c_max)))
-        plan = plan_lane(random.Random(f"{self.cfg.seed}-lane{lane_id}"), self.cfg, first=lane_id == 1, crowd=crowd)
+        rng = random.Random(f"{self.cfg.seed}-lane{lane_id}")
+        if kind:
+            assert crowd is not None
+            plan = plan_array_lane(rng, self.cfg, kind, crowd)
+        else:
+            plan = plan_lane(rng, self.cfg, first=lane_id == 1, crowd=crowd)
         name = self._lane_name(lane_id)
         travel = plan.travel and self.cfg.backend in self.adapter.travels
         owner = None if travel else self.adapter.create(name, self.cfg.backend, self.cfg.sync, plan)
@@ -224,6 +250,7 @@ class Supervisor:
         os.mkdir(lane_dir)
         now = time.monotonic()
         lane = Lane(lane_id, name, plan, owner, LaneControl(os.path.join(lane_dir, "control"), True), lane_dir, now)
+        lane.control.set(board.BORN_NS, time.monotonic_ns())
         self.lanes.append(lane)
         if travel:
             lane.travel = True
@@ -459,6 +486,9 @@ class Supervisor:
         """Judge, unlink and forget a lane whose actors are all gone."""
         where = lane.where(self.cfg.name)
         try:
+            if lane.plan.kind:
+                self._judge_array(lane, where)
+                return
             record = LaneRecord(
                 lane=where,
                 producers=tuple(
@@ -483,14 +513,55 @@ class Supervisor:
                 self._collect(actor, where)
         finally:
             self._dispose(lane, where)
-        self.lanes.remove(lane)
-        self.busy.forget(lane)
-        self.lanes_done += 1
+            self.lanes.remove(lane)
+            self.busy.forget(lane)
+            self.lanes_done += 1
+
+    def _judge_array(self, lane: Lane, where: str) -> None:
+        """An Array lane's verdict: its final state (the supervisor takes the
+        lock once more: the next holder after the last death), its actors'
+        logs, and the rules of arbiter.judge_array."""
+        owner, kind = lane.owner, lane.plan.kind
+        final_died: bool | None = None
+        if kind != "counter":
+            try:
+                with owner.lock(timeout=LAST_LOCK_S) as died:
+                    final_died = died
+            except TimeoutError:
+                holder = self.adapter.dump(owner).get("lock holder word")
+                detail = f"the lock stays taken ({holder}) after every actor of the lane is gone"
+                self.violations.append(Violation("deadlock", where, detail))
+        counters = 0 if kind == "seqlock" else 1 if kind == "lock" else math.prod(lane.plan.shape)
+        final = tuple(owner.load(i) for i in range(counters))
+        actors = []
+        for a in lane.actors:
+            log = a.log
+            errors = tuple((at, last) for at, last, _ in log.runs()) if not a.producer else ()
+            actors.append(
+                ArrayActorRecord(
+                    actor=a.id,
+                    producer=a.producer,
+                    died=not a.exited_cleanly,
+                    killed=a.killed,
+                    killed_at=a.killed_at,
+                    reaped_at=a.reaped_at,
+                    locking=log.get(board.LOCKING) != 0,
+                    holding=log.get(board.HOLDING) != 0,
+                    died_seen=log.get(board.DIED_SEEN),
+                    done=tuple(log.get(board.DONE_BASE + i) for i in range(counters)),
+                    read_errors=errors,
+                )
+            )
+        verdict = judge_array(ArrayLaneRecord(where, kind, tuple(actors), final, final_died))
+        self.violations += verdict.violations
+        self.acceptable += verdict.acceptable
+        for actor in lane.actors:
+            self._collect(actor, where)
 
     def _collect(self, actor: Actor, where: str) -> None:
         log = actor.log
         if actor.producer:
-            self.published += log.producer_state()[0]
+            self.published += _published(actor)
         else:
             self.messages += log.get(board.COUNT)
             self.bytes += log.get(board.BYTES)
@@ -657,10 +728,12 @@ class Supervisor:
 
     def _kill(self, actor: Actor, counted: bool = True) -> None:
         actor.log.set(board.KILLED, 1)
+        actor.killed_at = time.monotonic_ns()
         with contextlib.suppress(ProcessLookupError):
             os.kill(actor.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             _, actor.status = os.waitpid(actor.pid, 0)
+        actor.reaped_at = time.monotonic_ns()
         if actor.status is None:
             actor.status = -1
         self.by_pid.pop(actor.pid, None)
@@ -682,9 +755,12 @@ class Supervisor:
         if not candidates:
             return
         actor = self.kill_rng.choice(candidates)
-        if self._crowded and self.kill_rng.random() < AIM_SHARE:
+        aim = self._crowded and self.kill_rng.random() < AIM_SHARE
+        if aim and (actor.producer or self.adapter.aim_at_consumers):
             # Aimed: it holds its next reserve()/borrow() block open, claim taken,
             # and dies there (_fire_aimed): a hole, or a taken and unreleased run.
+            # (Array: inside write() half written, inside lock() between the
+            # read and the write of the counter, or after add() before its log.)
             actor.log.set(board.HOLD, 1)
             self.aimed[actor.id] = (actor, now + AIM_WAIT_S)
             return
@@ -717,6 +793,25 @@ class Supervisor:
             sum(a.log.get(board.COUNT) for a in lane.actors if a.producer),
             sum(a.log.get(board.COUNT) for a in lane.actors if not a.producer),
         )
+        if lane.plan.kind:
+            # Array lanes: readers never wait for writers, so each role that
+            # has live actors must move on its own (wedged writers behind a
+            # lock that nobody takes over while readers read on is a deadlock).
+            if sig != lane.progress:
+                moved = [x != y for x, y in zip(sig, lane.progress, strict=True)]
+                lane.progress = sig
+                for role, did in zip((True, False), moved, strict=True):
+                    if did:
+                        lane.role_progress_at[role] = now
+            for role in (True, False):
+                since = lane.role_progress_at.setdefault(role, now)
+                if not lane.live(role):
+                    lane.role_progress_at[role] = now
+                elif now - since > self.cfg.deadlock_after:
+                    lane.progress_at = since
+                    self._deadlock(lane, now)
+                    return
+            return
         if sig != lane.progress:
             lane.progress, lane.progress_at = sig, now
         elif now - lane.progress_at > self.cfg.deadlock_after:
@@ -732,7 +827,7 @@ class Supervisor:
         return [a for lane in self.lanes for a in lane.actors]
 
     def _published_total(self) -> int:
-        return self.published + sum(a.log.producer_state()[0] for a in self._live_logs() if a.producer)
+        return self.published + sum(_published(a) for a in self._live_logs() if a.producer)
 
     def _actor_violations(self) -> int:
         return sum(a.log.get(board.VIOLATIONS) for a in self._live_logs())
@@ -773,6 +868,13 @@ class Supervisor:
             "windows": self.windows,
             "aimed_kills": dict(self.aimed_kills),
         }
+
+
+def _published(actor: Actor) -> int:
+    """Messages a producer surely published (Array lanes: its updates done)."""
+    if actor.lane.plan.kind:
+        return actor.log.get(board.COUNT)
+    return actor.log.producer_state()[0]
 
 
 def _read_frame(fd: int, timeout: float) -> tuple[bytes, bytes]:

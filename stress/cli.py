@@ -45,6 +45,10 @@ BROKEN_VARIANTS = (
     "ignore_dead_producer",
     "skip_abandoned_check",
     "unlock_early",
+    # The harness's own, in its Array adapter (the core ignores these names):
+    "array_no_lock",
+    "array_plain_add",
+    "array_skip_lock",
 )
 KNOBS = (
     "producers",
@@ -89,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     k = p.add_argument_group("knobs (defaults: " + ", ".join(f"{f}={getattr(CellConfig(), f)}" for f in KNOBS) + ")")
     k.add_argument(
         "--producers",
-        help="producers, N or MIN:MAX: drawn per lane (mpmc; default 2:6), or lanes side by side (ring; default 2)",
+        help="producers, N or MIN:MAX: drawn per lane (mpmc: default 2:6; array: writers, adders, holders, "
+        "default 2:3), or lanes side by side (ring; default 2)",
     )
     k.add_argument("--consumers", help="consumers, N or MIN:MAX, likewise")
     k.add_argument("--sizes", help="payload bytes per slot: small, mixed, large, N or MIN:MAX")
@@ -116,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--broken",
         choices=("", *BROKEN_VARIANTS),
         default=os.environ.get("SHMRING_BROKEN", ""),
-        help="run a deliberately broken core (SHMRING_BROKEN): the harness must catch it",
+        help="run a deliberately broken core (SHMRING_BROKEN), or Array adapter (array_*): the harness must catch it",
     )
     o = p.add_argument_group("output")
     o.add_argument("--fail-fast", action="store_true", help="stop at the first forbidden outcome")
@@ -440,7 +445,8 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
         + f"; last-out unlink checked in {travel['judged']} lane(s) ({travel['cut short']} cut short)"
         + f"\nregistration windows passed by actors: {windows:,}\n"
         + (
-            f"kills aimed inside a held reserve()/borrow() block (crowded lanes): {aimed['held']} "
+            f"kills aimed inside a held reserve()/borrow() or Array write()/lock()/add() block "
+            f"(crowded lanes): {aimed['held']} "
             f"of {aimed['held'] + aimed['missed']}\n"
             if aimed
             else ""

@@ -192,6 +192,11 @@ class Scenario:
 # Lanes of the multi-producer, multi-consumer ring: 2-6 producers x 2-6
 # consumers, drawn per lane (it has no travel lanes: see adapters.MpmcAdapter).
 MPMC_CROWD: dict[str, Any] = {"producers": "2:6", "consumers": "2:6", "travel": 0.0, "spawn": 0}
+# Array lanes: a seqlock, a counter and a lock lane side by side, each with
+# 2-3 writers/adders/holders and 1-2 readers/loaders/observers (no travel
+# lanes: see adapters.ArrayAdapter).  Quick cells are shorter than mpmc's: 2 s.
+ARRAY_CROWD: dict[str, Any] = {"producers": "2:3", "consumers": "1:2", "travel": 0.0, "spawn": 0}
+ARRAY_QUICK: dict[str, Any] = dict(ARRAY_CROWD, duration=2.0, lane_time="0.6:1.5")
 
 SCENARIOS: dict[str, list[Scenario]] = {
     # Kills first: the slowest detection (a wedged consumer, --deadlock-after)
@@ -212,7 +217,7 @@ SCENARIOS: dict[str, list[Scenario]] = {
                 travel=0.5,
                 spawn=1,
             ),
-            {"mpmc": dict(MPMC_CROWD, duration=2.5, lane_time="0.8:2")},
+            {"mpmc": dict(MPMC_CROWD, duration=2.5, lane_time="0.8:2"), "array": ARRAY_QUICK},
         ),
         Scenario(
             "calm",
@@ -228,7 +233,7 @@ SCENARIOS: dict[str, list[Scenario]] = {
                 travel=0.5,
                 spawn=1,
             ),
-            {"mpmc": dict(MPMC_CROWD, duration=2.5, lane_time="0.8:2")},
+            {"mpmc": dict(MPMC_CROWD, duration=2.5, lane_time="0.8:2"), "array": ARRAY_QUICK},
         ),
     ],
     # Hours, by hand: every scenario per cell, round after round, new seeds.
@@ -237,12 +242,12 @@ SCENARIOS: dict[str, list[Scenario]] = {
         Scenario(
             "calm",
             dict(kill_rate=0.0, delay="off", lane_time="5:60"),
-            {"ring": dict(producers=3, consumers=3), "mpmc": MPMC_CROWD},
+            {"ring": dict(producers=3, consumers=3), "mpmc": MPMC_CROWD, "array": ARRAY_CROWD},
         ),
         Scenario(
             "delays",
             dict(kill_rate=0.0, delay="50:300", lane_time="5:60"),
-            {"ring": dict(producers=2, consumers=2), "mpmc": MPMC_CROWD},
+            {"ring": dict(producers=2, consumers=2), "mpmc": MPMC_CROWD, "array": ARRAY_CROWD},
         ),
         Scenario(
             "kills",
@@ -254,7 +259,7 @@ SCENARIOS: dict[str, list[Scenario]] = {
                 spawn=2,
                 scan_delay="200:2000",
             ),
-            {"ring": dict(producers=3, consumers=3), "mpmc": MPMC_CROWD},
+            {"ring": dict(producers=3, consumers=3), "mpmc": MPMC_CROWD, "array": ARRAY_CROWD},
         ),
         Scenario(
             "storm",
@@ -267,12 +272,16 @@ SCENARIOS: dict[str, list[Scenario]] = {
                 spawn=2,
                 scan_delay="1000:5000",
             ),
-            {"ring": dict(producers=4, consumers=4), "mpmc": dict(MPMC_CROWD, producers="4:6", consumers="4:6")},
+            {
+                "ring": dict(producers=4, consumers=4),
+                "mpmc": dict(MPMC_CROWD, producers="4:6", consumers="4:6"),
+                "array": dict(ARRAY_CROWD, producers="3:5", consumers="2:3"),
+            },
         ),
         Scenario(
             "large",
             dict(kill_rate=1.0, delay="20:100", lane_time="5:60", sizes="large", max_ring_mib=128),
-            {"mpmc": MPMC_CROWD},
+            {"mpmc": MPMC_CROWD, "array": ARRAY_CROWD},
         ),
     ],
 }

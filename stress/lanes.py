@@ -31,6 +31,8 @@ class Actor:
     source: str = "open"
     sender: Actor | str | None = None
     proc: Any = None  # the multiprocessing.Process of a spawned actor
+    killed_at: int = 0  # CLOCK_MONOTONIC ns just before its SIGKILL
+    reaped_at: int = 0  # ns once waitpid saw it dead
 
     @property
     def attached(self) -> bool:
@@ -68,6 +70,7 @@ class Lane:
     aborted: str = ""  # why it was cut short (its verdict then skips "lost")
     progress: tuple[int, int] = (-1, -1)  # messages published, delivered
     progress_at: float = 0.0  # when they last moved
+    role_progress_at: dict[bool, float] = dataclasses.field(default_factory=dict)  # Array lanes: per role
     end_requested: bool = False  # end it as soon as it may (travel lanes wait for handles in flight)
     # Travel lanes (see cell.py): no handle in the supervisor, a creator process, tickets.
     travel: bool = False
@@ -95,6 +98,17 @@ class Lane:
 
     def live(self, producer: bool | None = None) -> list[Actor]:
         return [a for a in self.actors if a.alive and (producer is None or a.producer == producer)]
+
+    def stall_peers(self, actor: Actor) -> list[Actor]:
+        """Who should block while ``actor`` stalls: its peers of the other
+        role; in an Array lane, whose writers and holders stall holding the
+        lock, the others waiting for it (and a seqlock lane's readers, which
+        retry with a backoff while the write is under way)."""
+        if self.plan.kind:
+            if not actor.producer:
+                return []
+            return [a for a in self.live() if a is not actor and (a.producer or self.plan.kind == "seqlock")]
+        return self.live(not actor.producer)
 
     def where(self, cell: str) -> str:
         return f"{cell} lane {self.id}"

@@ -16,7 +16,25 @@ FORBIDDEN: dict[str, str] = {
     "duplicated": "a message was delivered more than once",
     "reordered": "messages of one producer (or of one lane, for single-producer structures) arrived out of order",
     "corrupted": "a delivered message fails its checks: magic, length, trailer or checksum of the payload",
-    "torn": "an Array snapshot mixes two writes (applies to Array adapters)",
+    "torn": (
+        "an Array read() returned a copy that mixes two write()s (not one uniform value), or a write() found "
+        "such data while the writer of its newer part lived (two writers at once)"
+    ),
+    "stale_read": "an Array read() returned an older version than one the same reader had already read",
+    "spurious_read_error": (
+        "an Array read() raised 'died part-way' though no writer had died inside write() since the reader's "
+        "last good copy"
+    ),
+    "miscounted": (
+        "an Array counter's total is not what its actors logged (give or take the updates SIGKILLed actors "
+        "had in flight), or a counter went down"
+    ),
+    "lock_broken": (
+        "two holders inside an Array's lock()/write() at once: a lost update of the counter incremented "
+        "under the lock, a live holder's id in the owner word, or the counter seen going down"
+    ),
+    "holder_died_missed": "the next holder after one SIGKILLed inside an Array's lock()/write() saw holder_died False",
+    "spurious_holder_died": "an Array's lock()/write() said holder_died when no holder had died inside",
     "phantom": "a message was delivered that no producer published (an aborted reserve, or an unknown sequence)",
     "deadlock": "no progress for --deadlock-after seconds while work was pending (the header and endpoints are dumped)",
     "leaked": "a /dev/shm entry or ring file of the run still exists after its structure was closed",
@@ -43,6 +61,12 @@ ACCEPTABLE: dict[str, str] = {
     ),
     "transient_epipe": "BrokenPipeError between a killed consumer and its replacement",
     "reserve_aborted": "a reserve() block that raised was never published (counted; delivering it is 'phantom')",
+    "in_flight_update": (
+        "Array: an adder (or lock holder) SIGKILLed with an update in flight: it landed or not, and the "
+        "counter's total matches only with that choice"
+    ),
+    "holder_died": "Array: a lock()/write() took the lock over from a holder that died inside (holder_died=True)",
+    "died_part_way": "Array: read() raised 'died part-way' after a writer was SIGKILLed inside write(); it retries",
 }
 
 

@@ -59,6 +59,9 @@ class LanePlan:
     producers: int = 1
     consumers: int = 1
     stagger: float = 0.0
+    # Array lanes: "seqlock" (writers and readers), "counter" (adders and
+    # loaders) or "lock" (holders and observers); see array_actors.py.
+    kind: str = ""
 
 
 def plan_lane(
@@ -114,6 +117,45 @@ def plan_lane(
         producers=rng.randint(*crowd[0]),
         consumers=rng.randint(*crowd[1]),
         stagger=rng.choice((0.0, rng.uniform(0, 0.05))),
+    )
+
+
+ARRAY_KINDS = ("seqlock", "counter", "lock")
+COUNTER_DTYPES = ("int32", "int64", "uint32", "uint64")  # the dtypes of Array's element operations
+SEQLOCK_DTYPES = ("float64", "int64", "uint64")  # hold a version (us) * 65536 + a writer id exactly
+
+
+def plan_array_lane(
+    rng: random.Random, cfg: CellConfig, kind: str, crowd: tuple[tuple[int, int], tuple[int, int]]
+) -> LanePlan:
+    """One Array lane of ``kind``: its dtype and shape, life and crowd.
+
+    seqlock: ``--sizes`` bytes of data (at least two elements), 1-D or 2-D;
+    counter: 1-8 counters (a few, so the adders collide), 1-D or 2-D;
+    lock: a counter and an owner word (and 0-6 more elements)."""
+    if kind == "seqlock":
+        dtype = rng.choice(SEQLOCK_DTYPES)
+        lo, hi = parse_sizes(cfg.sizes)
+        n = max(2, log_uniform_int(rng, lo, hi) // 8)
+    else:
+        dtype = rng.choice(COUNTER_DTYPES)
+        n = rng.choice((1, 2, 3, 4, 8)) if kind == "counter" else rng.randint(2, 8)
+    shape: tuple[int, ...] = (n,)
+    if n % 2 == 0 and n > 2 and rng.random() < 0.5:
+        shape = (2, n // 2)
+    t_lo, t_hi = parse_range(cfg.lane_time, "--lane-time", float)
+    return LanePlan(
+        capacity=1,
+        dtype=dtype,
+        shape=shape,
+        slot_bytes=n * np.dtype(dtype).itemsize,
+        lifetime=rng.uniform(t_lo, t_hi),
+        producer_first=rng.random() < 0.5,
+        start_gap=rng.choice((0.0, rng.uniform(0, 0.2))),
+        producers=rng.randint(*crowd[0]),
+        consumers=rng.randint(*crowd[1]),
+        stagger=rng.choice((0.0, rng.uniform(0, 0.05))),
+        kind=kind,
     )
 
 

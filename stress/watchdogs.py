@@ -7,7 +7,8 @@ its /proc state and wait channel, and the Python stack of every live actor
 (faulthandler, registered on SIGUSR1 in each actor).
 
 The busy-wait check rides on the actors' deliberate stalls: while one actor
-pauses, its peer should block (the ring drains or fills).  If the peer sits
+pauses, its peer should block (the ring drains or fills; in an Array lane,
+a writer or holder stalls holding the lock and the others wait for it).  If the peer sits
 in one blocking call for the whole window and moves nothing, its CPU time
 over the window must stay under ``--busy-cpu``.
 """
@@ -46,6 +47,8 @@ def deadlock_report(lane: Lane, adapter: Adapter, now: float) -> str:
         log = a.log
         published, pending = log.producer_state()
         state = f"published {published} pending {pending}" if a.producer else f"take pending {log.get(board.STATE)}"
+        if lane.plan.kind:  # an Array lane
+            state = f"in lock()/write() {log.get(board.LOCKING)} saw holder_died {log.get(board.DIED_SEEN)}x"
         life = procs.describe(a.pid) if a.alive else ("killed" if a.killed else exit_text(a.status or 0))
         lines.append(
             f"  {a.role} {a.id} pid {a.pid}: {life}; phase {log.get(board.PHASE)} "
@@ -104,7 +107,7 @@ class BusyWatch:
                 self.seen[a.id] = until
                 start, end = now + CHECK_AFTER_S, now + (until - now_ns) / 1e9 - CHECK_MARGIN_S
                 if end - start >= CHECK_MIN_S:
-                    self.checks += [_Check(peer, start, end) for peer in lane.live(not a.producer)]
+                    self.checks += [_Check(peer, start, end) for peer in lane.stall_peers(a)]
         found = []
         for check in list(self.checks):
             if not check.begun and now >= check.start_at:

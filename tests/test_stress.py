@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,17 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from stress import adapters, cell, message
-from stress.arbiter import ConsumerRecord, LaneRecord, ProducerRecord, judge_per_producer, judge_total_order
+from stress.arbiter import (
+    ArrayActorRecord,
+    ArrayLaneRecord,
+    ConsumerRecord,
+    LaneRecord,
+    ProducerRecord,
+    judge_array,
+    judge_per_producer,
+    judge_total_order,
+)
+from stress.board import DONE_PENDING_SHIFT
 from stress.cli import run_cell
 from stress.config import SCENARIOS, CellConfig
 from stress.schedule import Call, Temperament
@@ -157,6 +168,93 @@ def test_per_producer_arbiter_finds_a_matching_where_a_greedy_one_would_not() ->
     assert _judge_pp(producers, [c7, c9_past_both, c8_rest])[0] == ["lost"]
 
 
+# -- the Array rules ---------------------------------------------------------------------------------
+def _actor(actor: int, producer: bool = True, **kw: Any) -> ArrayActorRecord:
+    fields: dict[str, Any] = dict(
+        died=False,
+        killed=False,
+        killed_at=0,
+        reaped_at=0,
+        locking=False,
+        holding=False,
+        died_seen=0,
+        done=(),
+        read_errors=(),
+    )
+    fields.update(kw)
+    if fields["killed"]:
+        fields["died"] = True
+    return ArrayActorRecord(actor, producer, **fields)
+
+
+def _judge_array(
+    kind: str, actors: list[ArrayActorRecord], final: tuple[int, ...] = (), died: bool | None = None
+) -> Any:
+    verdict = judge_array(ArrayLaneRecord("lane", kind, tuple(actors), final, died))
+    return sorted(v.outcome for v in verdict.violations), {k: n for k, n in verdict.acceptable.items() if n}
+
+
+def _done(total: int, pending: int = 0) -> int:
+    return total | pending << DONE_PENDING_SHIFT
+
+
+def test_array_counters_must_add_up_to_what_was_logged_give_or_take_a_dead_adders_update() -> None:
+    adders = [
+        _actor(1, done=(_done(10), _done(7))),
+        _actor(2, killed=True, done=(_done(5, 3), _done(0))),  # died with 3 in flight on counter 0
+        _actor(3, killed=True, done=(_done(4, 6), _done(2))),  # and 6
+        _actor(4, producer=False),
+    ]
+    assert _judge_array("counter", adders, (19, 9)) == ([], {})  # 10 + 5 + 4: neither landed
+    for landed in (22, 25, 28):  # 3, 6, or both landed
+        assert _judge_array("counter", adders, (landed, 9)) == ([], {"in_flight_update": 1}), landed
+    for wrong in (18, 20, 23, 29):  # not 19 plus a subset of {3, 6}
+        assert _judge_array("counter", adders, (wrong, 9))[0] == ["miscounted"], wrong
+    assert _judge_array("counter", adders, (19, 8))[0] == ["miscounted"]  # counter 1: nobody was in flight
+
+
+def test_array_lock_lane_names_a_lost_update_lock_broken() -> None:
+    holders = [_actor(1, done=(_done(40),)), _actor(2, killed=True, locking=True, done=(_done(30, 1),))]
+    assert _judge_array("lock", holders, (70,), died=True)[0] == []
+    assert _judge_array("lock", holders, (71,), died=True) == ([], {"in_flight_update": 1, "holder_died": 1})
+    assert _judge_array("lock", holders, (69,), died=True)[0] == ["lock_broken"]
+    assert _judge_array("lock", holders, (72,), died=True)[0] == ["miscounted"]
+
+
+def test_array_holder_died_is_seen_once_per_death_inside_the_lock() -> None:
+    inside = _actor(1, killed=True, locking=True, holding=True, done=(_done(3, 1),))
+    maybe = _actor(2, killed=True, locking=True, done=(_done(3, 1),))
+    outside = _actor(3, killed=True, done=(_done(3),))
+    seer = _actor(4, died_seen=1, done=(_done(2),))
+    # The aimed kill surely held the lock: someone (or the supervisor's last lock()) must have seen it.
+    assert _judge_array("lock", [inside, seer], (6,))[0] == []
+    assert _judge_array("lock", [inside, _actor(4, done=(_done(2),))], (6,), died=False)[0] == ["holder_died_missed"]
+    assert _judge_array("lock", [inside, _actor(4, done=(_done(2),))], (6,), died=True)[0] == []
+    # A death that may have held it may or may not be seen; a death outside lock() never is.
+    assert _judge_array("lock", [maybe, seer], (6,))[0] == []
+    assert _judge_array("lock", [maybe, _actor(4, done=(_done(2),))], (6,))[0] == []
+    assert _judge_array("lock", [outside, seer], (5,))[0] == ["spurious_holder_died"]
+    assert _judge_array("lock", [maybe, seer], (6,), died=True)[0] == ["spurious_holder_died"]
+
+
+def test_array_read_errors_are_accepted_only_after_a_writer_died_inside_write() -> None:
+    writer = _actor(1, killed=True, locking=True, killed_at=1000, reaped_at=1100, died_seen=0)
+    outside = _actor(2, killed=True, locking=False, killed_at=1000, reaped_at=1100)
+    seer = _actor(3, died_seen=1)
+
+    def reader(*errors: tuple[int, int]) -> ArrayActorRecord:
+        return _actor(9, producer=False, read_errors=errors)
+
+    assert _judge_array("seqlock", [writer, seer, reader((1200, 900), (1300, 0))]) == (
+        [],
+        {"died_part_way": 2, "holder_died": 1},
+    )
+    assert _judge_array("seqlock", [writer, seer, reader((900, 800))])[0] == ["spurious_read_error"]  # before it
+    # Its last good copy was written after the death: the data was repaired by then.
+    assert _judge_array("seqlock", [writer, seer, reader((1300, 1150))])[0] == ["spurious_read_error"]
+    assert _judge_array("seqlock", [outside, reader((1200, 0))])[0] == ["spurious_read_error"]
+
+
 def test_a_slot_whose_second_half_is_stale_fails_verification() -> None:
     enc = message.Encoder(producer=3, slot_bytes=96, seed=1)
     rows = np.zeros((2, 96), dtype=np.uint8)
@@ -187,7 +285,7 @@ knobs = st.fixed_dictionaries(
         "zero_copy": st.sampled_from([0.0, 0.5, 1.0]),
         "producers": st.integers(1, 2),
         "travel": st.sampled_from([0.0, 1.0]),
-        "structure": st.sampled_from(["ring", "mpmc"]),
+        "structure": st.sampled_from(["ring", "mpmc", "array"]),
     }
 )
 
@@ -196,6 +294,8 @@ def _fuzz_cell(k: dict[str, Any], duration: float) -> None:
     k = dict(k)
     if k["structure"] == "mpmc":  # a crowd per lane: up to 2 or 4 of each
         k["producers"] = f"1:{2 * k['producers']}"
+    elif k["structure"] == "array":  # three lanes side by side: up to 2 or 3 of each per lane
+        k["producers"] = f"1:{k['producers'] + 1}"
     cfg = CellConfig(
         sync="lockfree",
         duration=duration,
@@ -247,11 +347,23 @@ CAUGHT_AS = {
     # of them write one slot and publish one head: messages overwritten, repeated or torn,
     # or impossible indices (LayoutError).
     "unlock_early": {"corrupted", "duplicated", "reordered", "lost", "phantom", "actor_error"},
+    # The harness's own, in its Array adapter.  Writers fill .array without write(): readers copy
+    # half-written data, writers find another live writer's half-written data, and a writer killed
+    # part-way is never reported to the next (no lock, no holder_died).
+    "array_no_lock": {"torn", "stale_read", "holder_died_missed"},
+    # add() is a plain read-modify-write of .array: updates are lost, counters go down.
+    "array_plain_add": {"miscounted"},
+    # lock() takes no lock: the holders' non-atomic increments are lost, owner words overwritten,
+    # and a holder killed inside is never reported to the next (holder_died is always False).
+    "array_skip_lock": {"lock_broken", "holder_died_missed"},
 }
 # Where the quick matrix looks for a variant (the ring cells come first; they have no holes).
 MATRIX_OF = {
     "skip_abandoned_check": ["--structure", "mpmc"],
     "unlock_early": ["--structure", "mpmc", "--sync", "semaphore"],
+    "array_no_lock": ["--structure", "array"],
+    "array_plain_add": ["--structure", "array"],
+    "array_skip_lock": ["--structure", "array"],
 }
 
 
@@ -573,3 +685,131 @@ def test_travel_lanes_catch_a_faked_lifetime_bug(
     assert names & outcomes, result["violations"]
     assert names <= outcomes | {"lost"}, result["violations"]
     assert time.monotonic() - t0 < 15
+
+
+# -- Array lanes: misbehaviours faked in the adapter are named ----------------------------------
+class _FakeArray(adapters.ArrayAdapter):
+    """The real Array adapter, with one misbehaviour switched on by ``fault``
+    (each actor counts its own calls: it is a fork of the supervisor)."""
+
+    def __init__(self, fault: str):
+        self.fault = fault
+        self.calls = 0
+        self.old: np.ndarray[Any, Any] | None = None
+
+    def _died(self, died: bool) -> bool:
+        self.calls += 1
+        if self.fault == "hides_died":
+            return False
+        return died or (self.fault == "lies_died" and self.calls % 40 == 0)
+
+    @contextlib.contextmanager
+    def write(self, handle: Any) -> Any:
+        with super().write(handle) as (view, died):
+            yield view, self._died(died)
+
+    @contextlib.contextmanager
+    def lock(self, handle: Any) -> Any:
+        with super().lock(handle) as died:
+            if self.fault == "hangs" and self.calls == 30:
+                time.sleep(60)  # a live holder that never lets go: the others wait for ever
+            yield self._died(died)
+
+    def dispose(self, owner: Any) -> None:
+        if self.fault != "leaks":
+            super().dispose(owner)
+            return
+        owner._holder_slot = None  # as a fork child's copy: close() leaves the region and its semaphore
+        owner.close()
+
+    def read(self, handle: Any, out: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        import shmring
+
+        self.calls += 1
+        if self.fault == "read_error" and self.calls % 300 == 0:
+            raise shmring.ShmringError("fake: the last write() died part-way")
+        if self.fault == "stale" and self.old is not None and self.calls % 50 == 0:
+            out[...] = self.old  # an old copy, whole
+            return out
+        super().read(handle, out)
+        if self.fault == "stale" and self.calls % 10 == 0:
+            self.old = out.copy()
+        return out
+
+
+@pytest.mark.parametrize(
+    ("fault", "kill_rate", "outcome"),
+    [
+        ("lies_died", 0.0, "spurious_holder_died"),
+        ("hides_died", 4.0, "holder_died_missed"),  # every kill of a writer or holder aimed inside
+        ("read_error", 0.0, "spurious_read_error"),
+        ("stale", 0.0, "stale_read"),
+        ("hangs", 0.0, "deadlock"),  # the holders wait while the observers load on: still a deadlock
+        ("leaks", 0.0, "leaked"),  # the region and its lock's semaphore (sync="semaphore")
+    ],
+)
+def test_array_lanes_name_a_faked_misbehaviour(
+    monkeypatch: pytest.MonkeyPatch, fault: str, kill_rate: float, outcome: str
+) -> None:
+    monkeypatch.setitem(adapters.ADAPTERS, "fake", _FakeArray(fault))
+    monkeypatch.setattr(cell, "AIM_SHARE", 1.0)
+    tag = _tag()
+    cfg = CellConfig(
+        structure="fake",
+        sync="semaphore" if fault == "leaks" else "lockfree",
+        backend="shm",
+        seed=6,
+        duration=3.0,
+        lane_time="1:2",
+        producers="2:3",
+        consumers="1:2",
+        sizes="small",
+        kill_rate=kill_rate,
+        deadlock_after=2.0,
+        tag=tag,
+    )
+    result = cell.Supervisor(cfg, lambda record: None).run()
+    names = {v["outcome"] for v in result["violations"]}
+    assert names == {outcome}, result["violations"]
+    if outcome == "deadlock":
+        assert "lock holder word" in result["violations"][0]["detail"], result["violations"]
+    if outcome == "leaked":
+        leaked = " ".join(v["detail"] for v in result["violations"])
+        assert f"/dev/shm/shmring-stress-{tag}-" in leaked and "-lock still exists" in leaked, leaked
+    assert not [e for e in os.listdir("/dev/shm") if f"stress-{tag}-" in e]
+
+
+def test_array_cells_with_kills_see_every_acceptable_outcome_and_leave_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every kill of a writer, adder or holder aimed: inside write() (half written), inside lock()
+    # and after add().  The windows the rules tolerate are hit, and tolerated; the semaphore
+    # flavour's lock semaphores go with the lanes (each lane checks its own: ``leaked``).  Which
+    # actor a kill finds depends on the scheduler (on a loaded machine, more so): up to three
+    # cells, until every window was hit.
+    monkeypatch.setattr(cell, "AIM_SHARE", 1.0)
+    seen: Counter[str] = Counter()
+    for seed in (3, 4, 5):
+        tag = _tag()
+        cfg = CellConfig(
+            structure="array",
+            sync="semaphore",
+            backend="shm",
+            seed=seed,
+            duration=5.0,
+            lane_time="1:2",
+            kill_rate=5.0,
+            producers="2:3",
+            consumers="1:2",
+            sizes="0:65536",
+            deadlock_after=5.0,
+            tag=tag,
+        )
+        result = cell.Supervisor(cfg, lambda record: None).run()
+        assert not result["violations"], _report(result, cfg)
+        assert not [e for e in os.listdir("/dev/shm") if f"stress-{tag}-" in e]
+        seen.update(result["acceptable"])
+        seen["held"] += result["aimed_kills"].get("held", 0)
+        if all(seen[name] for name in ("holder_died", "died_part_way", "in_flight_update", "held")):
+            return
+    pytest.fail(f"not every window was hit in three cells: {dict(seen)}")
