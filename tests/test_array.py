@@ -229,6 +229,9 @@ def write_versions(a: shmring.Array, stop: Any) -> None:
         version += 1
         with a.write() as view:
             view[...] = version
+        # A writer that never pauses starves every reader (a seqlock's nature:
+        # a copy succeeds only between writes); a real one pauses.
+        time.sleep(0.0005)
     a.close()
 
 
