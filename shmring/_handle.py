@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _layout as L
 from ._region import Region
 
 
@@ -16,6 +17,7 @@ class SharedHandle:
 
     _region: Region | None = None
     _closed: bool = True
+    _geo: L.Geometry  # the header's immutable part, decoded (set when opened)
 
     def close(self) -> None:
         raise NotImplementedError
@@ -29,6 +31,12 @@ class SharedHandle:
     def backend(self) -> str:
         """Where the bytes live: "shm", "anon" or "file"."""
         return self._region.backend if self._region is not None else "shm"
+
+    @property
+    def sync(self) -> str:
+        """ "lockfree" or "semaphore": the flavour the region was created with
+        (an attached handle reads it from the header)."""
+        return "semaphore" if self._geo.sync == L.SYNC_SEMAPHORE else "lockfree"
 
     @property
     def closed(self) -> bool:

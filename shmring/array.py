@@ -181,11 +181,6 @@ class Array(SharedHandle):
         return self._geo.slot_size
 
     @property
-    def sync(self) -> str:
-        """ "lockfree" (the lock sleeps on a futex) or "semaphore" (on a posix_ipc semaphore)."""
-        return "semaphore" if self._geo.sync == L.SYNC_SEMAPHORE else "lockfree"
-
-    @property
     def holder_died(self) -> bool:
         """True if this handle's last lock() or write() took the lock over
         from a holder that died inside (the data may need repair)."""

@@ -220,11 +220,6 @@ class Ring(SharedHandle, _core.SpscRing):
         return self._geo.multi_consumer
 
     @property
-    def sync(self) -> str:
-        """ "lockfree" or "semaphore" (the flavour the ring was created with)."""
-        return "semaphore" if self._geo.sync == L.SYNC_SEMAPHORE else "lockfree"
-
-    @property
     def nbytes(self) -> int:
         """Bytes of item data the ring holds when full (capacity x item size)."""
         return self._geo.capacity * self._geo.slot_size
