@@ -8,8 +8,19 @@ from __future__ import annotations
 
 from ._endpoints import Endpoint
 from .array import Array
-from .errors import LayoutError, RoleError, ShmringError
+from .errors import ClosedError, LayoutError, RoleError, ShmringError
+from .queue import Queue
 from .ring import Ring
 
-__all__ = ["Array", "Endpoint", "LayoutError", "Ring", "RoleError", "ShmringError", "__version__"]
+__all__ = [
+    "Array",
+    "ClosedError",
+    "Endpoint",
+    "LayoutError",
+    "Queue",
+    "Ring",
+    "RoleError",
+    "ShmringError",
+    "__version__",
+]
 __version__ = "0.1.0"

@@ -370,7 +370,7 @@ ring_end_inflight(SpscRing *r)
     }
 }
 
-static int
+int
 ring_check_open(SpscRing *r)
 {
     if (!r->bound || r->closing || r->refusing) {
@@ -682,7 +682,7 @@ ring_try_get_raw(SpscRing *r, uint64_t max, int batch)
 
 /* Argument parsing for put/get(block=True, timeout=None) without the
  * overhead of the generic parser on the common positional call. */
-static int
+int
 parse_call(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int npos, int nkwonly,
            const char *const *names, PyObject **out)
 {
@@ -737,7 +737,7 @@ consumers_gone(SpscRing *r)
            atomic_load_explicit(W32(r, OFF_CONSUMERS_LIVE), memory_order_seq_cst) == 0;
 }
 
-static double
+double
 parse_timeout(PyObject *obj)
 {
     if (obj == Py_None) return -1.0;
@@ -950,15 +950,23 @@ ring_try_get(SpscRing *r, PyObject *unused)
     return out;
 }
 
+Py_ssize_t
+parse_max_items(PyObject *arg)
+{
+    Py_ssize_t max = PyLong_AsSsize_t(arg);
+    if (max == -1 && PyErr_Occurred()) return -1;
+    if (max < 1) {
+        PyErr_SetString(PyExc_ValueError, "max_items must be at least 1");
+        return -1;
+    }
+    return max;
+}
+
 static PyObject *
 ring_try_get_many(SpscRing *r, PyObject *arg)
 {
-    Py_ssize_t max = PyLong_AsSsize_t(arg);
-    if (max == -1 && PyErr_Occurred()) return NULL;
-    if (max < 1) {
-        PyErr_SetString(PyExc_ValueError, "max_items must be at least 1");
-        return NULL;
-    }
+    Py_ssize_t max = parse_max_items(arg);
+    if (max < 0) return NULL;
     if (check_consumer_call(r, 0) < 0) return NULL;
     PyObject *out = ring_try_get_raw(r, (uint64_t)max, 1);
     if (out == Py_None) Py_RETURN_NONE;
@@ -1274,6 +1282,29 @@ static PyMethodDef ring_methods[] = {
     {"_repair", (PyCFunction)mring_repair, METH_VARARGS, NULL},
     {"_abandon_views", (PyCFunction)mring_py_abandon_views, METH_NOARGS, NULL},
     {"_sem_bind", (PyCFunction)semring_bind, METH_VARARGS, NULL},
+    {"_q_bind", (PyCFunction)qring_bind, METH_VARARGS, NULL},
+    {"_q_put", (PyCFunction)(void (*)(void))qring_put, METH_FASTCALL, NULL},
+    {"_q_put_bytes_many", (PyCFunction)(void (*)(void))qring_put_bytes_many, METH_FASTCALL, NULL},
+    {"_q_get", (PyCFunction)qring_get, METH_NOARGS, NULL},
+    {"_q_get_many", (PyCFunction)qring_get_many, METH_O, NULL},
+    {"_q_peek", (PyCFunction)qring_peek, METH_NOARGS, NULL},
+    {"_q_end_loan", (PyCFunction)qring_end_loan, METH_NOARGS, NULL},
+    {"_q_wait_room", (PyCFunction)(void (*)(void))qring_wait_room, METH_FASTCALL, NULL},
+    {"_q_count", (PyCFunction)qring_count, METH_NOARGS, NULL},
+    {"_q_put_obj", (PyCFunction)(void (*)(void))qring_put_obj, METH_FASTCALL | METH_KEYWORDS,
+     "put($self, /, obj, block=True, timeout=None)\n--\n\n"
+     "Put obj (bytes, an ndarray, or anything picklable); waits for room unless block is\n"
+     "false or timeout expires (queue.Full).  An object that cannot be pickled raises\n"
+     "here, and nothing is put."},
+    {"_q_put_nowait_obj", (PyCFunction)(void (*)(void))qring_put_nowait_obj, METH_FASTCALL | METH_KEYWORDS,
+     "put_nowait($self, /, obj)\n--\n\nput(obj, block=False)."},
+    {"_q_get_obj", (PyCFunction)(void (*)(void))qring_get_obj, METH_FASTCALL | METH_KEYWORDS,
+     "get($self, /, block=True, timeout=None)\n--\n\n"
+     "Remove and return the oldest message (arrays in it are private, writable copies).\n"
+     "block=False or an expired timeout raises queue.Empty; an untimed get raises\n"
+     "EOFError once every producer that ever put has closed or died and the queue is drained."},
+    {"_q_get_nowait_obj", (PyCFunction)qring_get_nowait_obj, METH_NOARGS,
+     "get_nowait($self, /)\n--\n\nget(block=False)."},
     {"_sem_identity", (PyCFunction)semring_set_identity, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
@@ -1360,6 +1391,7 @@ PyInit__core(void)
     import_array();
     read_test_environment();
     mring_module_init();
+    if (qring_module_init() < 0) return NULL;
     if (PyType_Ready(&SpscRingType) < 0) return NULL;
     str_put_slow = PyUnicode_InternFromString("_put_slow");
     str_get_slow = PyUnicode_InternFromString("_get_slow");

@@ -34,7 +34,9 @@ DATA_OFFSET = HEADER_SIZE
 
 KIND_RING = 1
 KIND_ARRAY = 2
-KIND_NAMES = {KIND_RING: "Ring", KIND_ARRAY: "Array"}
+KIND_QUEUE = 3
+KIND_NAMES = {KIND_RING: "Ring", KIND_ARRAY: "Array", KIND_QUEUE: "Queue"}
+QUEUE_SLOT = 64  # a Queue's records are runs of 64-byte slots (see _queue.c)
 
 SYNC_LOCKFREE = 0
 SYNC_SEMAPHORE = 1
@@ -63,6 +65,7 @@ CREATED_NS_OFF = 384  # Q   creation time, ns since the epoch (for `shmring ls`)
 CREATOR_PID_OFF = 392  # Q   pid of the creating process (for `shmring gc`)
 CREATOR_START_OFF = 400  # Q   its start time (clock ticks since boot), so a recycled pid is not it
 SEM_ID_OFF = 408  # Q   sync="semaphore": random id naming the ring's semaphores (0: none)
+MAXSIZE_OFF = 416  # Q   Queue: messages it admits at once (0: no limit but its bytes)
 CHECKSUM_OFF = 504  # Q   CRC-32 of bytes [0, 504)
 IMMUTABLE_END = 512
 
@@ -77,6 +80,9 @@ CACHED_HEAD_OFF = 648  # Q   consumer's last view of HEAD
 # --- waiter line: written only around sleeping --------------------------------
 CONSUMER_WAITERS_OFF = 768  # I   epoch << 16 | consumers asleep on HEAD's low half
 PRODUCER_WAITERS_OFF = 772  # I   epoch << 16 | producers asleep on TAIL's low half
+QUEUE_COUNT_OFF = 776  # Q   Queue: records published and not yet taken (signed; qsize)
+QUEUE_ADMITTED_OFF = 784  # Q   Queue with maxsize: records admitted and not yet taken
+QUEUE_ROOM_OFF = 792  # Q   Queue: bumped when a consumer frees slots; producers sleep on its low half
 
 # --- Array: a region holds one kind, so an Array's words reuse the ring's lines
 ARRAY_LOCK_OFF = 512  # Q   identity word of the holder of the Array's lock (0: free)
@@ -116,7 +122,9 @@ NO_CLAIM = (1 << 64) - 1
 
 # --- sequence words (multi rings): at SEQ_OFFSET, one Q per slot --------------
 # seq[i] says whose turn slot i is (free, published, abandoned; see _mpmc.h);
-# the data area follows at the next page boundary.
+# a Queue's record words follow them (one Q per slot: the length and kind of
+# the record that starts there; see _queue.h); the data area follows at the
+# next page boundary.
 SEQ_OFFSET = HEADER_SIZE
 ENDPOINTS_END = ENDPOINTS_OFF + MAX_ENDPOINTS * ENDPOINT_SIZE
 WORD_PID_BITS = 22  # Linux pids are below 2**22 (PID_MAX_LIMIT)
@@ -146,6 +154,9 @@ for _off in (
     REMOVER_OFF,
     PRODUCER_LOCK_OFF,
     CONSUMER_LOCK_OFF,
+    QUEUE_COUNT_OFF,
+    QUEUE_ADMITTED_OFF,
+    QUEUE_ROOM_OFF,
 ):
     assert _off % 8 == 0
 for _off in (CONSUMER_WAITERS_OFF, PRODUCER_WAITERS_OFF, PRODUCERS_LIVE_OFF, CONSUMERS_LIVE_OFF):
@@ -182,7 +193,11 @@ class Geometry:
     @property
     def multi(self) -> bool:
         """Several producers or several consumers, lock-free: the ring has
-        sequence words (a semaphore ring serialises each side with a lock)."""
+        sequence words (a semaphore ring serialises each side with a lock).
+        A Queue always has them: its records are claimed as runs of slots in
+        both flavours."""
+        if self.kind == KIND_QUEUE:
+            return True
         return bool(self.flags & (FLAG_MULTI_PRODUCER | FLAG_MULTI_CONSUMER)) and self.sync == SYNC_LOCKFREE
 
     @property
@@ -195,7 +210,13 @@ class Geometry:
         """Offset of slot 0: page-aligned, after the sequence words if any."""
         if not self.multi:
             return DATA_OFFSET
-        return SEQ_OFFSET + -(-(self.capacity * 8) // PAGE) * PAGE
+        words = 16 if self.kind == KIND_QUEUE else 8  # a Queue's record words follow its sequence words
+        return SEQ_OFFSET + -(-(self.capacity * words) // PAGE) * PAGE
+
+    @property
+    def record_offset(self) -> int:
+        """A Queue's record words (one per slot, after the sequence words; see _queue.h)."""
+        return SEQ_OFFSET + self.capacity * 8
 
     @property
     def total_size(self) -> int:
@@ -243,7 +264,9 @@ def check_dtype(dtype: Any) -> np.dtype[Any]:
     return dt
 
 
-def encode_header(geo: Geometry, created_ns: int, creator_pid: int, creator_start: int, sem_id: int = 0) -> bytes:
+def encode_header(
+    geo: Geometry, created_ns: int, creator_pid: int, creator_start: int, sem_id: int = 0, maxsize: int = 0
+) -> bytes:
     """The immutable 512 bytes of a header, magic and checksum included.
 
     The creator copies bytes [8, 512) into the region first and publishes the
@@ -269,7 +292,7 @@ def encode_header(geo: Geometry, created_ns: int, creator_pid: int, creator_star
     )
     struct.pack_into(f"<{MAX_NDIM}Q", buf, SHAPE_OFF, *geo.shape, *([0] * (MAX_NDIM - len(geo.shape))))
     struct.pack_into(f"<{DESCR_BYTES}s", buf, DESCR_OFF, descr)
-    struct.pack_into("<QQQQ", buf, CREATED_NS_OFF, created_ns, creator_pid, creator_start, sem_id)
+    struct.pack_into("<QQQQQ", buf, CREATED_NS_OFF, created_ns, creator_pid, creator_start, sem_id, maxsize)
     struct.pack_into("<Q", buf, CHECKSUM_OFF, checksum(buf))
     return bytes(buf)
 
@@ -336,6 +359,12 @@ def read_kind(buf: Any) -> int:
 
 
 def header_info(buf: Any) -> dict[str, int]:
-    """Creation time, creator and semaphore id of a validated header."""
-    created_ns, creator_pid, creator_start, sem_id = struct.unpack_from("<QQQQ", buf, CREATED_NS_OFF)
-    return {"created_ns": created_ns, "creator_pid": creator_pid, "creator_start": creator_start, "sem_id": sem_id}
+    """Creation time, creator, semaphore id and (Queue) maxsize of a validated header."""
+    created_ns, creator_pid, creator_start, sem_id, maxsize = struct.unpack_from("<QQQQQ", buf, CREATED_NS_OFF)
+    return {
+        "created_ns": created_ns,
+        "creator_pid": creator_pid,
+        "creator_start": creator_start,
+        "sem_id": sem_id,
+        "maxsize": maxsize,
+    }

@@ -73,6 +73,8 @@ mring_bind(SpscRing *r, Py_ssize_t seq_off, Py_ssize_t data_off)
     r->m.data = r->q.data;
     r->m.capacity = cap;
     r->m.slot_size = r->q.slot_size;
+    r->m.flags = MPMC_ABANDONED;
+    r->m.limit = INDEX_LIMIT;
     memset(r->claim, 0, sizeof r->claim);
     return 0;
 }
@@ -257,6 +259,7 @@ mring_abandon_views(SpscRing *r)
     }
     if ((r->views & ROLE_CONSUMER) && r->claim[1].start != NULL) {
         mpmc_release(&r->m, r->claim[1], r->loan_pos, r->loan_k);
+        if (r->queue) qring_wake_producers(r);
     }
     r->views = 0;
 }
@@ -275,12 +278,12 @@ mring_wait(SpscRing *r, int consumer_side, double timeout)
 {
     /* SYNC POINT (seq_cst): as the claim loop's load of the position. */
     uint64_t pos = atomic_load_explicit(consumer_side ? r->m.tail : r->m.head, memory_order_seq_cst);
-    if (pos >= INDEX_LIMIT) return raise_position(r, pos);
+    if (pos >= r->m.limit) return raise_position(r, pos);
     uint64_t ready = mpmc_turn(pos, (uint64_t)consumer_side);
     a64 *word = mpmc_seq(&r->m, pos);
     /* SYNC POINT (acquire): as in mpmc_claim; the caller claims afterwards. */
     uint64_t s = atomic_load_explicit(word, memory_order_acquire);
-    if ((int64_t)((s & ~MPMC_ABANDONED) - ready) >= 0) return 1; /* ready, or moved on */
+    if ((int64_t)((s & ~r->m.flags) - ready) >= 0) return 1; /* ready, or moved on */
     return ring_wait_word(r, word, consumer_side ? r->m.consumer_waiters : r->m.producer_waiters, s, timeout);
 }
 
@@ -293,6 +296,7 @@ mring_wake_all(SpscRing *r)
     uint64_t head = atomic_load_explicit(r->m.head, memory_order_relaxed);
     futex_wake_raw((char *)mpmc_seq(&r->m, tail) + LOW_HALF, INT_MAX);
     futex_wake_raw((char *)mpmc_seq(&r->m, head) + LOW_HALF, INT_MAX);
+    if (r->queue) futex_wake_raw((char *)r->qq.room + LOW_HALF, INT_MAX); /* a Queue's producers sleep there */
 }
 
 /* _stuck(role) -> (position, count): the positions at which `role`'s claim
@@ -325,7 +329,7 @@ mring_repair(SpscRing *r, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "not an open multi-producer/-consumer ring");
         return NULL;
     }
-    if (pos >= INDEX_LIMIT) return raise_position(r, pos), NULL;
+    if (pos >= r->m.limit) return raise_position(r, pos), NULL;
     int done = role == ROLE_CONSUMER ? mpmc_repair_put(&r->m, pos) : mpmc_repair_get(&r->m, pos);
     return PyBool_FromLong(done);
 }

@@ -43,6 +43,9 @@
 #define INDEX_LIMIT ((uint64_t)1 << 62)
 #endif
 #define MPMC_ABANDONED ((uint64_t)1 << 63)
+/* A Queue's record spans several slots: every slot but its first is published
+ * with this mark (see _queue.c), so positions there stay below 2^61. */
+#define MPMC_BODY ((uint64_t)1 << 62)
 #define MPMC_NO_CLAIM UINT64_MAX
 
 typedef struct {
@@ -54,6 +57,8 @@ typedef struct {
     char *data;               /* slot 0 */
     uint64_t capacity;
     size_t slot_size;
+    uint64_t flags;           /* marks a sequence word may carry: MPMC_ABANDONED, and MPMC_BODY for a Queue */
+    uint64_t limit;           /* positions at or past this are impossible (INDEX_LIMIT; 2^61 for a Queue) */
 } mpmc_t;
 
 /* A claimer's announcement: two words of its endpoint entry.  Written
@@ -135,7 +140,7 @@ mpmc_claim(mpmc_t *q, mpmc_claim_t c, a64 *position, uint64_t ready, uint64_t wa
          * below; an older value only makes the CAS fail. */
         uint64_t pos = atomic_load_explicit(position, memory_order_seq_cst);
         *pos_out = pos;
-        if (pos >= INDEX_LIMIT) return -1;
+        if (pos >= q->limit) return -1;
         uint64_t limit = want < q->capacity ? want : q->capacity;
         if (contiguous && limit > q->capacity - pos % q->capacity) limit = q->capacity - pos % q->capacity;
         uint64_t k = 0, s = 0, first_bit = 0;
@@ -145,7 +150,7 @@ mpmc_claim(mpmc_t *q, mpmc_claim_t c, a64 *position, uint64_t ready, uint64_t wa
              * the producer's bytes are visible, or the consumer's reads are
              * done. */
             uint64_t word = atomic_load_explicit(mpmc_seq(q, pos + k), memory_order_acquire);
-            s = word & ~MPMC_ABANDONED;
+            s = word & ~q->flags;
             if (s != mpmc_turn(pos + k, ready)) break;
             if (k == 0) first_bit = word & MPMC_ABANDONED;
             else if (uniform && (word & MPMC_ABANDONED) != first_bit) break;
@@ -263,7 +268,7 @@ static inline int
 mpmc_repair_get(mpmc_t *q, uint64_t pos)
 {
     uint64_t word = atomic_load_explicit(mpmc_seq(q, pos), memory_order_seq_cst);
-    if ((word & ~MPMC_ABANDONED) != mpmc_turn(pos, 1)) return 0;
+    if ((word & ~q->flags) != mpmc_turn(pos, 1)) return 0;
     /* SYNC POINT (seq_cst CAS): as in mpmc_repair_put; the dead consumer's
      * item counts as taken. */
     if (!atomic_compare_exchange_strong_explicit(mpmc_seq(q, pos), &word, mpmc_turn(pos + q->capacity, 0),
@@ -310,12 +315,23 @@ mpmc_stuck(mpmc_t *q, int producers_claim, uint64_t *pos_out)
         if (head < q->capacity) return 0;
         pos = head - q->capacity, end = tail, ready = 1;
     }
+    if (end >= q->limit || pos >= end) return 0;
+    if (!producers_claim) {
+        /* Slots already released for the next lap hold no one up: a
+         * producer may need a run of slots (a Queue's record), and the one
+         * that blocks it is the first not yet released. */
+        for (uint64_t i = 0; i < q->capacity && pos < end; i++, pos++) {
+            /* SYNC POINT (acquire): as below. */
+            uint64_t s = atomic_load_explicit(mpmc_seq(q, pos), memory_order_acquire) & ~q->flags;
+            if (s != mpmc_turn(pos + q->capacity, 0)) break;
+        }
+    }
     *pos_out = pos;
-    if (end >= INDEX_LIMIT || pos >= end) return 0;
+    if (pos >= end) return 0;
     uint64_t n = 0;
     while (pos + n < end && n < q->capacity) {
         /* SYNC POINT (acquire): as in mpmc_claim. */
-        uint64_t s = atomic_load_explicit(mpmc_seq(q, pos + n), memory_order_acquire) & ~MPMC_ABANDONED;
+        uint64_t s = atomic_load_explicit(mpmc_seq(q, pos + n), memory_order_acquire) & ~q->flags;
         if (s != mpmc_turn(pos + n, ready)) break;
         n++;
     }

@@ -14,6 +14,7 @@
 #include "_atomic.h"
 #include "_core.h"
 #include "_mpmc.h"
+#include "_queue.h"
 #include "_spsc.h"
 
 /* Copies at least this large run with the GIL released. */
@@ -43,6 +44,11 @@ typedef struct {
     uint64_t loan_pos, loan_k; /* the run an open borrow() block holds */
     /* sync="semaphore": the fast path's semaphores and side locks (_semaphore.c); NULL: none */
     struct semring *semf;
+    /* A Queue's records over the multi ring (_queue.c); queue == 0: a Ring. */
+    int queue;
+    queue_t qq;                /* the record protocol's words (see _queue.h) */
+    int q_fast;                /* put/get may take the core's fast path (lock-free flavour) */
+    uint64_t loan_len;         /* the borrowed record's payload */
 } SpscRing;
 
 #define CLAIM_INDEX(role) ((role) == ROLE_PRODUCER ? 0 : 1)
@@ -51,6 +57,11 @@ typedef struct {
 
 /* _core.c */
 void ring_end_inflight(SpscRing *r);
+int ring_check_open(SpscRing *r);
+int parse_call(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int npos, int nkwonly,
+               const char *const *names, PyObject **out);
+double parse_timeout(PyObject *obj); /* -1: None; -2: error set */
+Py_ssize_t parse_max_items(PyObject *arg); /* -1: error set */
 Py_ssize_t ring_try_put_raw(SpscRing *r, const char *src, uint64_t n);
 PyObject *ring_try_get_raw(SpscRing *r, uint64_t max, int batch);
 PyObject *ring_new_items(SpscRing *r, uint64_t k, int batch);
@@ -74,6 +85,23 @@ PyObject *mring_py_abandon_views(SpscRing *r, PyObject *unused);
 PyObject *mring_set_claim(SpscRing *r, PyObject *args);
 PyObject *mring_stuck(SpscRing *r, PyObject *arg);
 PyObject *mring_repair(SpscRing *r, PyObject *args);
+
+/* _queue.c: a Queue's framed records over the multi ring's slots. */
+int qring_module_init(void);
+PyObject *qring_bind(SpscRing *r, PyObject *args);
+PyObject *qring_put(SpscRing *r, PyObject *const *args, Py_ssize_t nargs);
+PyObject *qring_put_bytes_many(SpscRing *r, PyObject *const *args, Py_ssize_t nargs);
+PyObject *qring_get(SpscRing *r, PyObject *unused);
+PyObject *qring_get_many(SpscRing *r, PyObject *arg);
+PyObject *qring_peek(SpscRing *r, PyObject *unused);
+PyObject *qring_end_loan(SpscRing *r, PyObject *unused);
+PyObject *qring_wait_room(SpscRing *r, PyObject *const *args, Py_ssize_t nargs);
+PyObject *qring_count(SpscRing *r, PyObject *unused);
+PyObject *qring_put_obj(SpscRing *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *qring_put_nowait_obj(SpscRing *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *qring_get_obj(SpscRing *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *qring_get_nowait_obj(SpscRing *r, PyObject *unused);
+void qring_wake_producers(SpscRing *r);
 
 /* _semaphore.c: the semaphore flavour's fast put and get. */
 PyObject *semring_bind(SpscRing *r, PyObject *args);

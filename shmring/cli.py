@@ -36,19 +36,23 @@ def inspect(name: str, backend: str = "shm") -> dict[str, Any]:
         head, tail = (struct.unpack_from("<Q", m, off)[0] for off in (L.HEAD_OFF, L.TAIL_OFF))
         waiters = [w & 0xFFFF for w in struct.unpack_from("<II", m, L.CONSUMER_WAITERS_OFF)]  # count bits
         endpoints = EndpointTable(m).entries()
+        queue = geo.kind == L.KIND_QUEUE
+        if queue:  # capacity in bytes; used = messages (its count word), shape and dtype do not apply
+            (count,) = struct.unpack_from("<q", m, L.QUEUE_COUNT_OFF)
         return {
             "name": name,
             "kind": L.KIND_NAMES.get(geo.kind, str(geo.kind)),
-            "capacity": geo.capacity,
+            "capacity": geo.capacity * geo.slot_size if queue else geo.capacity,
+            "maxsize": info["maxsize"] if queue else None,
             "sync": "semaphore" if geo.sync == L.SYNC_SEMAPHORE else "lockfree",
             "topology": f"{'M' if geo.multi_producer else 'S'}P{'M' if geo.multi_consumer else 'S'}C",
             "sem_id": info["sem_id"] if geo.sync == L.SYNC_SEMAPHORE else 0,
-            "shape": geo.shape,
-            "dtype": str(geo.dtype),
+            "shape": "-" if queue else geo.shape,
+            "dtype": "bytes" if queue else str(geo.dtype),
             "bytes": region.size,
             "head": head,
             "tail": tail,
-            "qsize": head - tail,
+            "qsize": max(count, 0) if queue else head - tail,
             "consumer_waiters": waiters[0],
             "producer_waiters": waiters[1],
             "created": datetime.datetime.fromtimestamp(info["created_ns"] / 1e9).isoformat(timespec="seconds"),
@@ -104,7 +108,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_stat(args: argparse.Namespace) -> int:
     s = inspect(args.name, args.backend)
-    for key in ("name", "kind", "sync", "topology", "capacity", "shape", "dtype", "bytes", "head", "tail", "qsize"):
+    keys = ["name", "kind", "sync", "topology", "capacity", "shape", "dtype", "bytes", "head", "tail", "qsize"]
+    if s["maxsize"] is not None:  # a Queue: capacity in bytes, head/tail in 64-byte slots
+        keys.insert(5, "maxsize")
+    for key in keys:
         print(f"{key:>17}: {s[key]}")
     print(f"{'waiters':>17}: {s['consumer_waiters']} consumer, {s['producer_waiters']} producer")
     print(f"{'created':>17}: {s['created']} by pid {s['creator_pid']} ({'alive' if s['creator_alive'] else 'gone'})")

@@ -24,3 +24,8 @@ class LayoutError(ShmringError, ValueError):
 
 class RoleError(ShmringError):
     """A single-producer (or single-consumer) ring already has a live one."""
+
+
+class ClosedError(ShmringError, ValueError, OSError):
+    """A Queue handle used after close(): a ``ValueError`` for put/get and an
+    ``OSError`` for empty/qsize, as multiprocessing.Queue raises there."""

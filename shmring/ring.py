@@ -20,18 +20,16 @@ from typing import Any, NoReturn, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from . import _convert, _core, _lifetime, _naming, _semaphore
+from . import _convert, _semaphore
 from . import _layout as L
-from ._endpoints import CONSUMER, HOLDER, PRODUCER, Endpoint, EndpointTable, process_start_time
-from ._handle import SharedHandle
+from ._channel import Channel
+from ._channel import deadline as _deadline
+from ._channel import positive_int as _positive_int
+from ._endpoints import CONSUMER, PRODUCER
 from ._lock import identity
 from ._region import Region
 
 __all__ = ["Ring"]
-
-# Longest single sleep of a blocked call: how often it re-checks that its
-# peers are alive (DESIGN: a dead peer is noticed within about a second).
-LIVENESS_INTERVAL_S = 0.1
 
 SYNCS = ("lockfree", "semaphore")
 
@@ -40,14 +38,6 @@ T = TypeVar("T")
 # Test-only: a deliberately broken semaphore flavour (producers give their
 # side lock back before the copy) that the stress harness must catch.
 _BROKEN_UNLOCK_EARLY = os.environ.get("SHMRING_BROKEN") == "unlock_early"
-
-
-def _deadline(timeout: float | None) -> float | None:
-    if timeout is None:
-        return None
-    if not timeout >= 0:  # also refuses NaN
-        raise ValueError("'timeout' must be a non-negative number")
-    return time.monotonic() + timeout
 
 
 def _attach(name: str, backend: str, ticket: int = 0) -> Ring:
@@ -59,7 +49,7 @@ def _attach(name: str, backend: str, ticket: int = 0) -> Ring:
     return ring
 
 
-class Ring(SharedHandle, _core.SpscRing):
+class Ring(Channel):
     """A ring of ``capacity`` slots, each one numpy array of ``shape`` and
     ``dtype``, shared between processes.
 
@@ -71,13 +61,8 @@ class Ring(SharedHandle, _core.SpscRing):
     """
 
     _geo: L.Geometry
-    _endpoint_slots: dict[int, int]  # role -> endpoint table slot of this handle
     _items: np.ndarray[Any, Any] | None = None  # writable (capacity, *shape) view of every slot
     _items_ro: np.ndarray[Any, Any] | None = None  # the same, read-only
-    _next_scan: float = 0.0
-    _stuck_at: tuple[int, int] | None = None  # (role, position) a claim point was first seen stuck at
-    _stuck_since: float = 0.0
-    _holder_slot: int | None = None  # our HOLDER entry (None in a fork child's inherited copy)
     _sem: _semaphore.Semaphores | None = None  # sync="semaphore": the ring's semaphores and side locks
     _sem_held: frozenset[int] = frozenset()  # roles whose side lock an open reserve()/borrow() holds
     _permits: dict[int, bool]  # sync="semaphore": role -> we hold a permit taken while waiting
@@ -104,94 +89,39 @@ class Ring(SharedHandle, _core.SpscRing):
         region is abandoned; ``replace_abandoned=True`` replaces an abandoned
         one (and still refuses one that a live process uses)."""
         geo = _geometry(capacity, shape, dtype, multi_producer, multi_consumer, sync)
-        region = _naming.create(name, geo.total_size, backend, mode, L.KIND_RING, replace_abandoned)
-        sem_id = _semaphore.new_id() if geo.sync == L.SYNC_SEMAPHORE else 0
-        sems = None
-        try:
-            assert region.mapping is not None
-            # Our holder entry exists before the header is published, so no
-            # one can judge a region being born abandoned.
-            holder = EndpointTable(region.mapping).register(HOLDER)
-            if geo.multi:
-                _init_sequence_words(region.mapping, geo)
-            if sem_id:
-                sems = _semaphore.Semaphores(region.mapping, sem_id, geo.capacity, create=True, mode=mode)
-            header = L.encode_header(geo, time.time_ns(), os.getpid(), process_start_time(os.getpid()), sem_id)
-            region.publish_header(header)
-            self._open(region, geo, holder, sems)
-            if sem_id and region.name is None:
-                _semaphore.unlink(sem_id)  # anon: fork children inherit them open; no name to leave behind
-        except BaseException:
-            if sems is not None:
-                sems.close()
-                _semaphore.unlink(sem_id)
-            region.close()
-            region.unlink()
-            raise
+        self._create(name, geo, backend, mode, replace_abandoned)
 
     @classmethod
     def attach(cls, name: str, *, backend: str = "shm", timeout: float = 0) -> Ring:
         """Open an existing ring by name (a path for ``backend="file"``),
         waiting up to ``timeout`` seconds for a creator that has not made it
         yet; FileNotFoundError when it does not appear in time."""
-        region, geo, holder = _naming.attach(name, backend, timeout, L.KIND_RING, _check_supported)
-        try:
-            ring = cls.__new__(cls)
-            ring._open(region, geo, holder)
-        except BaseException:
-            region.close()
-            raise
+        ring: Ring = cls._attach_as(name, backend, timeout, L.KIND_RING, _check_supported)
         return ring
 
-    def _open(self, region: Region, geo: L.Geometry, holder: int, sems: _semaphore.Semaphores | None = None) -> None:
-        assert region.mapping is not None
-        self._table = EndpointTable(region.mapping)
-        try:
-            if geo.sync == L.SYNC_SEMAPHORE and sems is None:
-                sem_id = L.header_info(region.mapping)["sem_id"]
-                sems = _semaphore.Semaphores(region.mapping, sem_id, geo.capacity, create=False)
-            self._bind(
-                region.mapping,
-                geo.capacity,
-                geo.slot_size,
-                geo.data_offset,
-                geo.dtype,
-                geo.shape,
-                L.RING_CORE_OFFSETS,
-                geo.seq_offset,
-            )
-        except BaseException:
-            if sems is not None:
-                sems.close()
-            self._table.unregister(holder)
-            raise
-        self._region = region
-        self._geo = geo
-        self._sem = sems
+    def _make_semaphores(
+        self, mapping: Any, sem_id: int, geo: L.Geometry, create: bool, mode: int
+    ) -> _semaphore.Semaphores:
+        return _semaphore.Semaphores(mapping, sem_id, geo.capacity, create=create, mode=mode)
+
+    def _opened(self, region: Region, geo: L.Geometry, sems: _semaphore.Semaphores | None) -> None:
         if sems is not None:
-            try:
-                free, full, plock, clock = _semaphore.names(sems.sem_id)
-                self._sem_bind(
-                    free,
-                    full,
-                    plock,
-                    clock,
-                    (L.PRODUCER_LOCK_OFF, L.CONSUMER_LOCK_OFF),
-                    (geo.multi_producer, geo.multi_consumer),
-                )
-            except BaseException:
-                sems.close()
-                self._table.unregister(holder)
-                raise
+            free, full, plock, clock = _semaphore.names(sems.sem_id)
+            self._sem_bind(
+                free,
+                full,
+                plock,
+                clock,
+                (L.PRODUCER_LOCK_OFF, L.CONSUMER_LOCK_OFF),
+                (geo.multi_producer, geo.multi_consumer),
+            )
+        self._sem = sems
         self._permits = {PRODUCER: False, CONSUMER: False}
-        self._holder_slot = holder
-        self._endpoint_slots = {}
         count = geo.capacity * math.prod(geo.shape)
+        assert region.mapping is not None
         self._items = np.frombuffer(region.mapping, geo.dtype, count, geo.data_offset).reshape(geo.capacity, *geo.shape)
         self._items_ro = self._items.view()
         self._items_ro.flags.writeable = False
-        self._closed = False
-        _lifetime.track(self)
 
     # -- geometry ----------------------------------------------------------------
     @property
@@ -208,16 +138,6 @@ class Ring(SharedHandle, _core.SpscRing):
     def dtype(self) -> np.dtype[Any]:
         """dtype of the items."""
         return self._geo.dtype
-
-    @property
-    def multi_producer(self) -> bool:
-        """True if several producers may put at once."""
-        return self._geo.multi_producer
-
-    @property
-    def multi_consumer(self) -> bool:
-        """True if several consumers may get at once."""
-        return self._geo.multi_consumer
 
     @property
     def nbytes(self) -> int:
@@ -253,91 +173,37 @@ class Ring(SharedHandle, _core.SpscRing):
         return _convert.coerce(item, self._geo.dtype, self._geo.shape, batch=batch, casting=casting)
 
     # -- roles and liveness ----------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError("ring is closed")
-
-    def _become(self, role: int) -> None:
-        """Register this handle as producer or consumer on first use."""
-        if self._views & role:
-            raise RuntimeError(
-                f"a {'reserve' if role == PRODUCER else 'borrow'}() block is open on this handle: finish it first"
-            )
-        if role in self._endpoint_slots:
-            self._role = self._role | role
-            return
-        exclusive = not (self.multi_producer if role == PRODUCER else self.multi_consumer)
-        slot = self._table.register(role, exclusive)
-        self._endpoint_slots[role] = slot
-        if self._geo.multi:
-            self._set_claim(role, self._table.claim_offset(slot))
-        if self._sem is not None:
-            # The core's put/get fast path (roles set below) takes the
-            # semaphore flavour's permits and side locks under this identity.
-            self._sem_identity(identity())
-        self._role = self._role | role
-        self._wake_all()
-
-    def _peers_gone(self, role: int) -> bool:
-        """True once the other side was ever there and is now all gone.
-
-        The live-count hint answers the common case for free; the table scan
-        (which reaps dead processes) runs when the hint says zero, or every
-        LIVENESS_INTERVAL_S while we wait.
-        """
-        if not self._table.ever(role):
-            return False
-        now = time.monotonic()
-        if self._table.live_hint(role) != 0 and now < self._next_scan:
-            return False
-        self._next_scan = now + LIVENESS_INTERVAL_S
-        return self._table.live(role) == 0
-
-    def _unstick(self, role: int, urgent: bool = False) -> bool:
-        """Repair the claims of dead processes that hold up ``role``'s claim
-        point (multi rings); True if any was repaired.
-
-        A claim point stuck at the same position for LIVENESS_INTERVAL_S (or
-        at once when ``urgent``: the other side is all gone) is checked
-        against the claims that live processes announce; a position no live
-        process announces was claimed by a dead one.  A dead producer's slot
-        becomes a hole that consumers skip, a dead consumer's slot is freed
-        (its item counts as taken).  See docs/design.md."""
-        if not self._geo.multi:
-            return False
-        pos, n = self._stuck(role)
-        if not n:
-            self._stuck_at = None
-            return False
-        if not urgent:
-            now = time.monotonic()
-            if self._stuck_at != (role, pos):
-                self._stuck_at, self._stuck_since = (role, pos), now
-                return False
-            if now - self._stuck_since < LIVENESS_INTERVAL_S:
-                return False
-        claims = self._table.live_claims(PRODUCER if role == CONSUMER else CONSUMER)
-        repaired = False
-        for p in range(pos, pos + n):
-            if any(start <= p < end for start, end in claims):
-                break  # a live claimer: it will finish (and so in order after it)
-            repaired |= self._repair(role, p)
-        self._stuck_at = None
-        return repaired
-
-    def _sleep(self, wait: Any, deadline: float | None) -> bool:
-        """One bounded wait; False once the deadline has passed."""
-        if deadline is None:
-            wait(LIVENESS_INTERVAL_S)
-            return True
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        wait(min(left, LIVENESS_INTERVAL_S))
-        return True
-
     def _broken_pipe(self) -> NoReturn:
         raise BrokenPipeError("every consumer of this ring has closed or died")
+
+    # -- hooks of Channel -------------------------------------------------------------
+    def _registered(self, role: int) -> None:
+        if self._sem is not None:
+            # The core's put/get fast path (roles set next) takes the
+            # semaphore flavour's permits and side locks under this identity.
+            self._sem_identity(identity())
+
+    def _settle_views(self) -> None:
+        super()._settle_views()
+        for role in self._sem_held:
+            self._side_unlock(role)  # the semaphore flavour's block held its side lock
+        self._sem_held = frozenset()
+
+    def _drop_views(self) -> None:
+        self._items = self._items_ro = None
+
+    def _close_extras(self) -> None:
+        if self._sem is not None:
+            while self._sem.busy:  # another thread is waiting on a semaphore: it wakes within 0.1 s
+                time.sleep(0.0005)
+            self._sem.close()
+
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        self._sem_held = frozenset()  # the parent's blocks, and their locks, are the parent's
+        self._permits = {PRODUCER: False, CONSUMER: False}
+        if self._sem is not None:
+            self._sem.busy = 0
 
     # -- producing ----------------------------------------------------------------------
     def _put_slow(self, item: Any, block: bool, timeout: float | None, casting: str = "safe") -> None:
@@ -662,70 +528,6 @@ class Ring(SharedHandle, _core.SpscRing):
     def _close_view(self, role: int) -> None:
         self._views = self._views & ~role
 
-    # -- lifetime -------------------------------------------------------------------------
-    def endpoints(self) -> list[Endpoint]:
-        """The attached producers and consumers, as the header records them."""
-        self._check_open()
-        return self._table.entries()
-
-    def close(self) -> None:
-        """Leave as producer/consumer (peers see EOF/EPIPE at once) and unmap.
-
-        The last handle out (open or pickled in flight, in any process)
-        unlinks a shm ring's name; a file ring's file stays.  Safe to call
-        twice.  Views from borrow()/reserve() keep the mapping alive until
-        they are gone.
-        """
-        if self._closed or self._region is None:
-            return
-        self._closed = True
-        self._role = 0  # the core's fast paths now divert to the slow path, which refuses
-        self._refuse()  # and so does every step of a call blocked in another thread
-        _lifetime.untrack(self)
-        while self._busy:  # another thread's copy is running without the GIL: let it publish first
-            time.sleep(0.0002)
-        region = self._region
-        try:
-            # An open reserve()/borrow() block's claim is settled while our
-            # entries still announce it (a hole; a taken run).
-            self._abandon_views()
-            for role in self._sem_held:
-                self._side_unlock(role)  # the semaphore flavour's block held its side lock
-            self._sem_held = frozenset()
-            for slot in self._endpoint_slots.values():
-                self._table.unregister(slot)
-            self._endpoint_slots = {}
-            self._role = 0
-            self._wake_all()  # our own sleeping threads too: they find the handle closed
-            if self._holder_slot is not None:
-                self._table.unregister(self._holder_slot)
-                self._holder_slot = None
-                _naming.leave(region, self._table)
-        finally:
-            self._items = self._items_ro = None  # our own views must not pin the mapping
-            self._release()
-            if self._sem is not None:
-                while self._sem.busy:  # another thread is waiting on a semaphore: it wakes within 0.1 s
-                    time.sleep(0.0005)
-                self._sem.close()
-            region.close()
-
-    def _after_fork_in_child(self) -> None:
-        """A fork child's copy holds nothing: the parent's entries, the
-        parent's threads' copies, waits and views are not its own."""
-        self._after_fork()
-        self._endpoint_slots = {}
-        self._holder_slot = None
-        self._sem_held = frozenset()  # the parent's blocks, and their locks, are the parent's
-        self._permits = {PRODUCER: False, CONSUMER: False}
-        if self._sem is not None:
-            self._sem.busy = 0
-        if self._region is not None:
-            self._region.creator_pid = 0
-
-    def __enter__(self) -> Ring:
-        return self
-
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle by name.  Until the copy is unpickled, it counts as a
         pending handle of this process, so the name outlives our close()."""
@@ -792,14 +594,6 @@ class _Loan:
             ring._view_done(CONSUMER, self._count)
 
 
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{what} must be at least 1, not {value}")
-    return int(value)
-
-
 def _count_one(item: np.ndarray[Any, Any] | None) -> int:
     """Items a get moved (see Ring._guarded)."""
     return 0 if item is None else 1
@@ -808,15 +602,6 @@ def _count_one(item: np.ndarray[Any, Any] | None) -> int:
 def _count_batch(items: np.ndarray[Any, Any] | None) -> int:
     """Items a get_many moved (see Ring._guarded)."""
     return 0 if items is None else len(items)
-
-
-def _init_sequence_words(mapping: Any, geo: L.Geometry) -> None:
-    """Every slot free for lap 0 (seq[i] = 2i, see _mpmc.h).  Plain stores suffice: the
-    region is not published yet, and publish_header's release store of the
-    magic orders them before any attacher's acquire load of it."""
-    seq = np.frombuffer(mapping, np.uint64, geo.capacity, geo.seq_offset)
-    seq[:] = np.arange(0, 2 * geo.capacity, 2, dtype=np.uint64)
-    del seq  # no view may outlive the region's close
 
 
 def _check_supported(geo: L.Geometry) -> None:

@@ -9,7 +9,7 @@ import shmring
 
 def test_public_names_are_exactly_these() -> None:
     assert sorted(shmring.__all__) == sorted(
-        ["Array", "Endpoint", "LayoutError", "Ring", "RoleError", "ShmringError", "__version__"]
+        ["Array", "ClosedError", "Endpoint", "LayoutError", "Queue", "Ring", "RoleError", "ShmringError", "__version__"]
     )
     for name in shmring.__all__:
         assert hasattr(shmring, name)
@@ -19,6 +19,8 @@ def test_errors_derive_as_documented() -> None:
     assert issubclass(shmring.LayoutError, shmring.ShmringError)
     assert issubclass(shmring.LayoutError, ValueError)
     assert issubclass(shmring.RoleError, shmring.ShmringError)
+    assert issubclass(shmring.ClosedError, shmring.ShmringError)
+    assert issubclass(shmring.ClosedError, ValueError) and issubclass(shmring.ClosedError, OSError)
 
 
 def test_package_ships_type_information() -> None:

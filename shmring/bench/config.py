@@ -51,10 +51,12 @@ class Settings:
     idle_seconds: float
     many_topologies: tuple[tuple[int, int], ...]  # (producers, consumers) of the many-producers section
     many_sizes: tuple[int, ...]  # its item sizes (it sends for cell_seconds too)
+    queue_topologies: tuple[tuple[int, int], ...] = ((1, 1), (2, 2))  # the Queue section's (producers, consumers)
+    queue_payloads: tuple[str, ...] = ("64 B bytes", "small dict", "1 MiB array", "dict of 4 x 1 MiB")
 
 
 DEFAULT = Settings(DEFAULT_SIZES, 0.5, 0.25, 5000, 500, 2.0, ((2, 2), (4, 4)), (64, 64 * KiB))
-QUICK = Settings(QUICK_SIZES, 0.05, 0.02, 300, 50, 0.5, ((2, 2),), (64,))
+QUICK = Settings(QUICK_SIZES, 0.05, 0.02, 300, 50, 0.5, ((2, 2),), (64,), ((1, 1),), ("64 B bytes", "1 MiB array"))
 
 
 def fmt_size(size: int) -> str:

@@ -71,6 +71,24 @@ class ManyToMany:
 
 
 @dataclasses.dataclass(frozen=True)
+class ObjectsCell:
+    """One Queue-section cell: ``producers`` processes sent ``payload``
+    objects for a fixed time into one queue that ``consumers`` processes
+    took from; ``messages`` arrived in ``seconds``.  ``gb_per_s`` counts
+    the bytes of the payload's arrays (0 for a dict of plain values)."""
+
+    payload: str
+    transport: str
+    shmring: bool  # a shmring.Queue row (else a peer)
+    producers: int
+    consumers: int
+    messages: int
+    seconds: float
+    msgs_per_s: float
+    gb_per_s: float
+
+
+@dataclasses.dataclass(frozen=True)
 class PingPong:
     """Round trips of a 64-byte array: A sends, B echoes, A times."""
 
@@ -114,6 +132,7 @@ class Report:
     copy_floor: list[CopyFloor] = dataclasses.field(default_factory=list)
     throughput: list[Throughput] = dataclasses.field(default_factory=list)
     many_to_many: list[ManyToMany] = dataclasses.field(default_factory=list)
+    objects: list[ObjectsCell] = dataclasses.field(default_factory=list)
     pingpong: list[PingPong] = dataclasses.field(default_factory=list)
     array: list[ArrayOp] = dataclasses.field(default_factory=list)
     idle: IdleCpu | None = None
@@ -132,5 +151,7 @@ def meta(settings: Settings) -> dict[str, Any]:
         "sizes": list(settings.sizes),
         "many_topologies": [list(t) for t in settings.many_topologies],
         "many_sizes": list(settings.many_sizes),
+        "queue_topologies": [list(t) for t in settings.queue_topologies],
+        "queue_payloads": list(settings.queue_payloads),
         "round_trips": settings.round_trips,
     }

@@ -18,9 +18,10 @@ from .arrays import measure_adds, measure_locks, measure_snapshot
 from .config import COLD_BYTES, PING_BYTES, Settings, fmt_size
 from .measurements import measure_copy_floor, measure_idle, measure_many, measure_pingpong, measure_throughput
 from .multi import multi_transports
+from .objects import BATCH_TRANSPORTS, TRANSPORTS, measure_objects
 from .pings import PINGS, RingPing
 from .report import Column, Table, fmt_gb, fmt_rate, fmt_ratio
-from .results import CopyFloor, ManyToMany, Report, Throughput
+from .results import CopyFloor, ManyToMany, ObjectsCell, Report, Throughput
 from .transports import PEER_TRANSPORTS, RING_TRANSPORTS
 
 
@@ -218,6 +219,78 @@ def ring_vs_peers(rows: Sequence[ManyToMany]) -> list[str]:
     return notes
 
 
+class QueueSection(Section):
+    """shmring.Queue against multiprocessing.Queue and faster-fifo (when
+    installed) for Python objects: 64 B of bytes, a small dict, a 1 MiB
+    array and a dict of four, one producer and one consumer, then two of
+    each; get() and borrow(); then put_many/get_many of 64 B bytes (see
+    objects.py).  Each shmring row shows how many times faster it is than
+    each peer of the same payload and topology; 1 MiB get() rows show their
+    bandwidth as a share of the hot copy floor of 1 MiB."""
+
+    load = "queue"
+    table = Table(
+        Column("payload", 18, "<"),
+        Column("transport", 24, "<"),
+        Column("PxC", 5, before=" "),
+        Column("msgs/s", 9),
+        Column("GB/s", 8),
+        Column("Queue vs peers (msgs/s ratio)", before="   "),
+    )
+
+    def run(self, ctx: ForkContext, settings: Settings, report: Report, out: TextIO) -> None:
+        seconds = settings.cell_seconds
+        print(file=out)
+        print(
+            f"Queue: Python objects from P producer processes to C consumer processes, {seconds:g} s per cell",
+            file=out,
+        )
+        print(self.table.heading(), file=out)
+        floor = next((f for f in report.copy_floor if f.size == 1 << 20), None)
+        cells = [
+            (payload, kind, topo)
+            for payload in settings.queue_payloads
+            for topo in settings.queue_topologies
+            for kind in TRANSPORTS
+        ]
+        cells += [("64 B bytes", kind, topo) for topo in settings.queue_topologies for kind in BATCH_TRANSPORTS]
+        group: list[ObjectsCell] = []
+        for payload, kind, (producers, consumers) in cells:
+            if not kind.available():
+                continue
+            row = measure_objects(ctx, kind, payload, producers, consumers, seconds)
+            report.objects.append(row)
+            if group and (group[0].payload, group[0].producers, kind.batched) != (
+                payload,
+                producers,
+                group[0].transport.endswith("_many"),
+            ):
+                self.print_group(group, floor, out)
+                group = []
+            group.append(row)
+        if group:
+            self.print_group(group, floor, out)
+
+    def print_group(self, rows: Sequence[ObjectsCell], floor: CopyFloor | None, out: TextIO) -> None:
+        peers = [r for r in rows if not r.shmring]
+        for row in rows:
+            notes = ""
+            if row.shmring:
+                notes = ", ".join(f"{fmt_ratio(row.msgs_per_s / p.msgs_per_s)} {p.transport}" for p in peers)
+                if row.payload == "1 MiB array" and row.transport.endswith("get") and floor is not None:
+                    notes += f"; {100 * row.gb_per_s / floor.gb_per_s:.0f}% of hot np.copyto"
+            cells = [
+                row.payload,
+                row.transport,
+                f"{row.producers}x{row.consumers}",
+                fmt_rate(row.msgs_per_s),
+                fmt_gb(row.gb_per_s) if row.gb_per_s else "-",
+                notes,
+            ]
+            print(self.table.row(cells), file=out)
+        out.flush()
+
+
 class PingPongSection(Section):
     """A sends a 64-byte array, B echoes it back, A times each round trip;
     median and 99th percentile in microseconds."""
@@ -315,6 +388,7 @@ SECTIONS: tuple[Section, ...] = (
     CopyFloorSection(),
     ThroughputSection(),
     ManySection(),
+    QueueSection(),
     PingPongSection(),
     ArraySection(),
     IdleSection(),

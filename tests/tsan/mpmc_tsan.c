@@ -159,7 +159,8 @@ int
 main(void)
 {
     read_test_environment();
-    q = (mpmc_t){&head, &tail, &consumer_waiters, &producer_waiters, seqs, (char *)slots, CAPACITY, sizeof slots[0]};
+    q = (mpmc_t){&head, &tail, &consumer_waiters, &producer_waiters, seqs, (char *)slots, CAPACITY, sizeof slots[0],
+                 MPMC_ABANDONED, INDEX_LIMIT};
     mpmc_init(&q);
     pthread_t t[ACTORS];
     for (int a = 0; a < ACTORS; a++) {
