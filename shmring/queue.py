@@ -212,7 +212,8 @@ class Queue(Channel):
     gone.  Otherwise it behaves as multiprocessing's Queue.
     """
 
-    _data_ro: np.ndarray[Any, Any] | None = None  # read-only view of the data area (borrow)
+    _data_ro: np.ndarray[Any, Any] | None = None  # read-only view of the data area
+    _view: memoryview | None = None  # the same as a memoryview: borrow() slices it
     _signals: _Signals | None = None
     _maxsize: int = 0
 
@@ -257,6 +258,7 @@ class Queue(Channel):
         data = np.frombuffer(region.mapping, np.uint8, geo.capacity * geo.slot_size, geo.data_offset)
         data.flags.writeable = False
         self._data_ro = data
+        self._view = data.data
 
     # -- what it is ------------------------------------------------------------------------
     @property
@@ -408,7 +410,8 @@ class Queue(Channel):
         arrays as read-only views into the queue (no copy), freed when the
         block ends; the views must not be used after it.  Waits and raises
         as get() does."""
-        _deadline(timeout)
+        if timeout is not None:
+            _deadline(timeout)  # refuse a bad timeout now
         return _Loan(self, block, timeout)
 
     def __iter__(self) -> Iterator[Any]:
@@ -468,10 +471,13 @@ class Queue(Channel):
         got = self._q_peek()
         if got is None:
             got = self._get_wait(self._q_peek, block, timeout)
-        kind, offset, _, parts = got
+        kind, offset, length, parts = got
+        view = self._view
+        assert view is not None
         try:
-            assert self._data_ro is not None
-            return decode_parts(kind, split(self._data_ro.data, offset, parts))
+            if kind == KIND_BYTES:
+                return bytes(view[offset : offset + length])
+            return decode_parts(kind, split(view, offset, parts))
         except BaseException:
             self._end_loan()
             raise
@@ -494,7 +500,7 @@ class Queue(Channel):
 
     # -- lifetime -----------------------------------------------------------------------------
     def _drop_views(self) -> None:
-        self._data_ro = None
+        self._data_ro = self._view = None
 
     def _close_extras(self) -> None:
         if self._signals is not None:

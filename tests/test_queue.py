@@ -9,6 +9,9 @@ import os
 import pickle
 import queue
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -531,3 +534,73 @@ def test_ls_stat_and_gc_know_queues(name: str, capsys: pytest.CaptureFixture[str
     assert cli.main(["gc"]) == 0
     assert not exists(name)
     assert not any(os.path.exists(f"/dev/shm/sem.{n[1:]}") for n in _semaphore.names(sem_id, ("free", "full")))
+
+
+# -- signals, sleeping, and the README ---------------------------------------------------------
+
+BLOCKED = textwrap.dedent(
+    """
+    import os, sys, time, queue
+    import shmring
+    q = shmring.Queue(1, capacity=4096, sync=sys.argv[2])
+    q.put(b"x"); q.get()                 # a producer and a consumer: no EOF, no EPIPE
+    if sys.argv[1] == "cpu":
+        t0 = sum(os.times()[:2]); w0 = time.monotonic()
+        for call in (lambda: q.get(timeout=0.75), lambda: (q.put(1), q.put(2, timeout=0.75))):
+            try:
+                call()
+            except (queue.Empty, queue.Full):
+                pass
+        print("cpu", sum(os.times()[:2]) - t0, "wall", time.monotonic() - w0, flush=True)
+    else:
+        print("ready", flush=True)
+        q.get() if sys.argv[1] == "get" else (q.put(1), q.put(2))
+    """
+)
+
+
+@pytest.mark.parametrize("sync", SYNCS)
+@pytest.mark.parametrize("call", ["get", "put"])
+def test_ctrl_c_interrupts_a_blocked_call(call: str, sync: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BLOCKED, call, sync], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert "KeyboardInterrupt" in err and proc.returncode != 0
+
+
+@pytest.mark.parametrize("sync", SYNCS)
+def test_blocked_calls_sleep_instead_of_spinning(sync: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", BLOCKED, "cpu", sync], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
+    cpu, wall = float(out[1]), float(out[3])
+    assert wall >= 1.4
+    assert cpu < 0.25 * wall, f"waiting used {cpu:.2f}s of CPU in {wall:.2f}s"
+
+
+def test_the_readme_queue_example_runs(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = next(b for b in readme.split("```python\n")[1:] if "shmring.Queue(" in b).split("```")[0]
+    for method in ("fork", "spawn"):
+        script = tmp_path / f"example_{method}.py"  # a file: spawn children import the main module
+        script.write_text(example.replace('__main__":', f'__main__":\n    mp.set_start_method("{method}")'))
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr[-2000:]
+
+
+def test_an_abandoned_queue_is_replaced_only_when_asked(name: str) -> None:
+    child = FORK.Process(target=create_and_die, args=(name,))
+    child.start()
+    child.join(30)
+    with pytest.raises(FileExistsError, match="abandoned"):
+        shmring.Queue(name=name)
+    with shmring.Queue(name=name, replace_abandoned=True) as q:
+        with pytest.raises(queue.Empty):
+            q.get_nowait()  # a new queue: the dead creator's message is gone with it
+        q.put(b"new")
+        assert q.get() == b"new"
