@@ -7,6 +7,7 @@ closing.  Each structure adds its own data path on top (ring.py, queue.py).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +58,7 @@ class Channel(SharedHandle, _core.SpscRing):
 
     _table: EndpointTable
     _endpoint_slots: dict[int, int]  # role -> endpoint table slot of this handle
+    _register_lock: threading.Lock
     _holder_slot: int | None = None  # our HOLDER entry (None in a fork child's inherited copy)
     _next_scan: float = 0.0
     _stuck_at: tuple[int, int] | None = None  # (role, position) a claim point was first seen stuck at
@@ -142,6 +144,7 @@ class Channel(SharedHandle, _core.SpscRing):
         self._geo = geo
         self._holder_slot = holder
         self._endpoint_slots = {}
+        self._register_lock = threading.Lock()
         self._closed = False
         _lifetime.track(self)
 
@@ -183,16 +186,17 @@ class Channel(SharedHandle, _core.SpscRing):
             raise RuntimeError(
                 f"a {'reserve' if role == PRODUCER else 'borrow'}() block is open on this handle: finish it first"
             )
-        if role in self._endpoint_slots:
+        with self._register_lock:  # two threads' first calls on one handle register it once
+            if role in self._endpoint_slots:
+                self._role = self._role | role
+                return
+            exclusive = not (self.multi_producer if role == PRODUCER else self.multi_consumer)
+            slot = self._table.register(role, exclusive)
+            self._endpoint_slots[role] = slot
+            if self._geo.multi:
+                self._set_claim(role, self._table.claim_offset(slot))
+            self._registered(role)
             self._role = self._role | role
-            return
-        exclusive = not (self.multi_producer if role == PRODUCER else self.multi_consumer)
-        slot = self._table.register(role, exclusive)
-        self._endpoint_slots[role] = slot
-        if self._geo.multi:
-            self._set_claim(role, self._table.claim_offset(slot))
-        self._registered(role)
-        self._role = self._role | role
         self._wake_all()
 
     def _peers_gone(self, role: int) -> bool:
@@ -298,6 +302,7 @@ class Channel(SharedHandle, _core.SpscRing):
         parent's threads' copies, waits and views are not its own."""
         self._after_fork()
         self._endpoint_slots = {}
+        self._register_lock = threading.Lock()  # a parent's thread may have held it at the fork
         self._holder_slot = None
         if self._region is not None:
             self._region.creator_pid = 0

@@ -76,18 +76,34 @@ q_claim_words(SpscRing *r, int role)
     return c;
 }
 
+/* A Queue handle is shared by threads, as a multiprocessing.Queue is: a
+ * call that finds another thread of this process copying through the handle
+ * without the GIL waits for it (its claim is announced in the handle's one
+ * entry, which ours must not overwrite).  The flag changes only under the
+ * GIL, so once we see it clear the side is ours until we let the GIL go. */
+static void
+q_wait_idle(SpscRing *r, const int *busy)
+{
+    while (*busy) {
+        Py_BEGIN_ALLOW_THREADS
+        sched_yield();
+        Py_END_ALLOW_THREADS
+    }
+}
+
 /* The claim words of a producer (consumer) call, after the checks every
- * such call makes (open, no view open, no other thread's copy running);
- * NULL with an error set. */
+ * such call makes (open, no view open); NULL with an error set. */
 static mpmc_claim_t *
 q_producer(SpscRing *r)
 {
+    q_wait_idle(r, &r->put_busy);
     return check_producer_call(r, 0) < 0 ? NULL : q_claim_words(r, ROLE_PRODUCER);
 }
 
 static mpmc_claim_t *
 q_consumer(SpscRing *r)
 {
+    q_wait_idle(r, &r->get_busy);
     return check_consumer_call(r, 0) < 0 ? NULL : q_claim_words(r, ROLE_CONSUMER);
 }
 

@@ -604,3 +604,44 @@ def test_an_abandoned_queue_is_replaced_only_when_asked(name: str) -> None:
             q.get_nowait()  # a new queue: the dead creator's message is gone with it
         q.put(b"new")
         assert q.get() == b"new"
+
+
+# -- threads ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sync", SYNCS)
+def test_threads_share_one_handle_as_with_multiprocessing(sync: str, name: str) -> None:
+    """Four threads put through one handle and two get through another, with
+    messages large enough to be copied without the GIL: nothing lost."""
+    import threading
+
+    q = shmring.Queue(name=name, capacity=1 << 20, sync=sync)
+    consumer = shmring.Queue.attach(name)
+    n, got, errors = 60, [], []
+
+    def put(me: int) -> None:
+        try:
+            for i in range(n):
+                q.put((me, i, np.full(20_000, i, np.int32)))  # 80 KB: copied without the GIL
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def get() -> None:
+        try:
+            for _ in range(2 * n):
+                me, i, a = consumer.get(timeout=30)
+                assert (a == i).all()
+                got.append((me, i))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=put, args=(me,)) for me in range(4)]
+    threads += [threading.Thread(target=get) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    consumer.close()
+    q.close()
+    assert not errors, errors
+    assert sorted(got) == [(me, i) for me in range(4) for i in range(n)]
