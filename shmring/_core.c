@@ -1290,7 +1290,7 @@ static PyMethodDef ring_methods[] = {
     {"_q_peek", (PyCFunction)qring_peek, METH_NOARGS, NULL},
     {"_q_end_loan", (PyCFunction)qring_end_loan, METH_NOARGS, NULL},
     {"_q_wait_room", (PyCFunction)(void (*)(void))qring_wait_room, METH_FASTCALL, NULL},
-    {"_q_count", (PyCFunction)qring_count, METH_NOARGS, NULL},
+    {"_q_count", (PyCFunction)(void (*)(void))qring_count, METH_FASTCALL, NULL},
     {"_q_put_obj", (PyCFunction)(void (*)(void))qring_put_obj, METH_FASTCALL | METH_KEYWORDS,
      "put($self, /, obj, block=True, timeout=None)\n--\n\n"
      "Put obj (bytes, an ndarray, or anything picklable); waits for room unless block is\n"
@@ -1334,9 +1334,11 @@ static PyTypeObject SpscRingType = {
 static PyObject *
 core_test_config(PyObject *m, PyObject *unused)
 {
+    /* In the order of enum broken_variant (_atomic.h); anything past it reads as "?". */
     static const char *const names[] = {"", "publish_before_copy", "relaxed_publish", "overwrite_unreleased",
-                                        "skip_abandoned_check"};
-    return Py_BuildValue("{s:s,s:I,s:I}", "broken", names[broken], "delay_permille", delay_permille,
+                                        "skip_abandoned_check", "free_before_copy"};
+    const char *name = (size_t)broken < sizeof names / sizeof names[0] ? names[broken] : "?";
+    return Py_BuildValue("{s:s,s:I,s:I}", "broken", name, "delay_permille", delay_permille,
                          "delay_max_us", delay_max_us);
 }
 

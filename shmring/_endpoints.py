@@ -369,6 +369,20 @@ class EndpointTable:
                 claims.append((start, end))
         return claims
 
+    def live_busy(self, role: int) -> int:
+        """Live endpoints of ``role`` in the middle of a Queue message: a
+        claim announced, or (producers) an admission held under maxsize
+        (claim start ADMITTING; see _queue.h).  For Queue._heal_admissions."""
+        per = L.ENDPOINT_SIZE // 8
+        words = _core.load64_many(self._buf, L.ENDPOINTS_OFF, L.MAX_ENDPOINTS * per)
+        start_at = L.ENDPOINT_CLAIM_START // 8
+        n = 0
+        for slot in range(L.MAX_ENDPOINTS):
+            word, start = words[slot * per], words[slot * per + start_at]
+            if word and start != L.NO_CLAIM and unpack_word(word)[1] == role and word_alive(word):
+                n += 1
+        return n
+
     # -- scanning ------------------------------------------------------------------------
     def _rows(self) -> list[tuple[int, int, int]]:
         """(slot, word, token) of every taken entry: one core call."""

@@ -80,8 +80,8 @@ CACHED_HEAD_OFF = 648  # Q   consumer's last view of HEAD
 # --- waiter line: written only around sleeping --------------------------------
 CONSUMER_WAITERS_OFF = 768  # I   epoch << 16 | consumers asleep on HEAD's low half
 PRODUCER_WAITERS_OFF = 772  # I   epoch << 16 | producers asleep on TAIL's low half
-QUEUE_COUNT_OFF = 776  # Q   Queue: records published and not yet taken (signed; qsize)
-QUEUE_ADMITTED_OFF = 784  # Q   Queue with maxsize: records admitted and not yet taken
+QUEUE_ADMITTED_OFF = 784  # Q   Queue with maxsize: version << 32 | records admitted and not yet taken
+ADMIT_VERSION = 1 << 32  # every change of the admission word adds it (see _queue.h, q_admit)
 QUEUE_ROOM_OFF = 792  # Q   Queue: bumped when a consumer frees slots; producers sleep on its low half
 
 # --- Array: a region holds one kind, so an Array's words reuse the ring's lines
@@ -119,6 +119,7 @@ ENDPOINT_TOKEN = 8
 ENDPOINT_CLAIM_START = 16
 ENDPOINT_CLAIM_END = 24
 NO_CLAIM = (1 << 64) - 1
+ADMITTING = (1 << 64) - 2  # claim start of a Queue producer holding an admission (maxsize) and no claim
 
 # --- sequence words (multi rings): at SEQ_OFFSET, one Q per slot --------------
 # seq[i] says whose turn slot i is (free, published, abandoned; see _mpmc.h);
@@ -154,7 +155,6 @@ for _off in (
     REMOVER_OFF,
     PRODUCER_LOCK_OFF,
     CONSUMER_LOCK_OFF,
-    QUEUE_COUNT_OFF,
     QUEUE_ADMITTED_OFF,
     QUEUE_ROOM_OFF,
 ):
@@ -351,6 +351,12 @@ def read_header(buf: Any, mapped_size: int, kind: int) -> Geometry:
 
 def _a(noun: str) -> str:
     return "an" if noun[:1].lower() in "aeiou" else "a"
+
+
+def admitted_count(word: int) -> int:
+    """The count in a Queue's admission word (signed 32 bits; see ADMIT_VERSION)."""
+    low = word & 0xFFFFFFFF
+    return low - (1 << 32) if low >> 31 else low
 
 
 def read_kind(buf: Any) -> int:

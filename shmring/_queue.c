@@ -110,26 +110,24 @@ q_consumer(SpscRing *r)
 
 
 
-/* _q_bind(count_off, admitted_off, room_off, record_off, maxsize, fast):
- * make a bound multi ring a Queue's.  The three words are in the header, the
- * record words (one per slot) between the sequence words and the data area.
- * `fast`: put/get may finish in the core (the lock-free flavour; the
- * semaphore flavour's wake-ups are in Python). */
+/* _q_bind(admitted_off, room_off, record_off, maxsize, fast): make a bound
+ * multi ring a Queue's.  The two words are in the header, the record words
+ * (one per slot) between the sequence words and the data area.  `fast`:
+ * put/get may finish in the core (the lock-free flavour; the semaphore
+ * flavour's wake-ups are in Python). */
 PyObject *
 qring_bind(SpscRing *r, PyObject *args)
 {
-    Py_ssize_t off[3], rec_off;
+    Py_ssize_t off[2], rec_off;
     unsigned long long maxsize;
     int fast;
-    if (!PyArg_ParseTuple(args, "nnnnKp:_q_bind", &off[0], &off[1], &off[2], &rec_off, &maxsize, &fast)) {
-        return NULL;
-    }
+    if (!PyArg_ParseTuple(args, "nnnKp:_q_bind", &off[0], &off[1], &rec_off, &maxsize, &fast)) return NULL;
     if (!r->bound || !r->multi) {
         PyErr_SetString(PyExc_ValueError, "not a bound multi ring");
         return NULL;
     }
     Py_ssize_t seq_off = (char *)r->m.seq - r->q.base, data_off = r->m.data - r->q.base;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 2; i++) {
         if (off[i] < 0 || off[i] % 8 != 0 || off[i] + 8 > seq_off) {
             raise_layout("queue word at %zd is not in the header", off[i]);
             return NULL;
@@ -146,7 +144,7 @@ qring_bind(SpscRing *r, PyObject *args)
         return NULL;
     }
     r->qq = (queue_t){&r->m, (a64 *)(r->q.base + rec_off), (a64 *)(r->q.base + off[0]),
-                      (a64 *)(r->q.base + off[1]), (a64 *)(r->q.base + off[2]), maxsize};
+                      (a64 *)(r->q.base + off[1]), maxsize};
     r->q_fast = fast;
     r->m.flags = MPMC_ABANDONED | MPMC_BODY;
     r->m.limit = Q_INDEX_LIMIT;
@@ -479,17 +477,26 @@ qring_wait_room(SpscRing *r, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(rc);
 }
 
-/* _q_count() -> (records ready, records admitted): snapshots of the counts. */
+/* _q_count(limit=2**63) -> (messages ready, messages admitted): the walk of
+ * q_count, stopping at `limit`, and the admission word (maxsize > 0). */
 PyObject *
-qring_count(SpscRing *r, PyObject *unused)
+qring_count(SpscRing *r, PyObject *const *args, Py_ssize_t nargs)
 {
+    unsigned long long limit = UINT64_MAX >> 1;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "_q_count([limit])");
+        return NULL;
+    }
+    if (nargs == 1 && (limit = PyLong_AsUnsignedLongLong(args[0])) == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
     if (!r->bound || !r->queue) {
         PyErr_SetString(PyExc_ValueError, "not an open queue");
         return NULL;
     }
-    int64_t n = (int64_t)atomic_load_explicit(r->qq.count, memory_order_relaxed);
-    int64_t a = r->qq.maxsize ? (int64_t)atomic_load_explicit(r->qq.admitted, memory_order_relaxed) : n;
-    return Py_BuildValue("LL", (long long)(n < 0 ? 0 : n), (long long)(a < 0 ? 0 : a));
+    uint64_t n = q_count(&r->qq, limit);
+    int64_t a = r->qq.maxsize ? q_admitted_count(atomic_load_explicit(r->qq.admitted, memory_order_relaxed)) : (int64_t)n;
+    return Py_BuildValue("KL", (unsigned long long)n, (long long)a);
 }
 
 /* -- put() and get() of the lock-free flavour, in one call ---------------------------------- */

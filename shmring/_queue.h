@@ -57,14 +57,18 @@
 #define Q_KIND_BYTEARRAY 2
 #define Q_KIND_PICKLE 4    /* a pickle stream, then its out-of-band buffers */
 #define Q_INDEX_LIMIT ((uint64_t)1 << 61)
+/* A producer holding an admission under maxsize and no claim says so in its
+ * entry: claim start Q_ADMITTING (no position is ever that large, so no
+ * survivor reads it as a claim of its). */
+#define Q_ADMITTING (UINT64_MAX - 1)
+#define Q_ADMIT_VERSION ((uint64_t)1 << 32)
 #define Q_LEN_BITS 48 /* a record word: payload length (low bits) | kind << 48 */
 #define Q_LEN_MASK (((uint64_t)1 << Q_LEN_BITS) - 1)
 
 typedef struct {
     mpmc_t *m;         /* the multi ring of slots */
     a64 *rec;          /* one record word per slot (after the sequence words) */
-    a64 *count;        /* records published and not yet taken (signed) */
-    a64 *admitted;     /* maxsize > 0: records admitted and not yet taken */
+    a64 *admitted;     /* maxsize > 0: version << 32 | records admitted and not yet taken (q_admit) */
     a64 *room;         /* bumped when a consumer frees slots: producers sleep on it */
     uint64_t maxsize;  /* records admitted at once (0: no limit) */
 } queue_t;
@@ -78,6 +82,13 @@ typedef struct {
     uint64_t pos, k, len; /* first position, slots, payload bytes */
     uint32_t kind, nparts;
 } q_rec_t;
+
+/* The count in an admission word (see q_admit). */
+static inline int64_t
+q_admitted_count(uint64_t word)
+{
+    return (int32_t)(uint32_t)word;
+}
 
 /* The sequence words of a run of positions from pos that does not wrap the
  * data area: one modulo for the run, not one per slot (a 1 MiB record is
@@ -109,7 +120,7 @@ q_room_now(queue_t *qq, uint64_t k)
 {
     mpmc_t *q = qq->m;
     if (qq->maxsize &&
-        (int64_t)atomic_load_explicit(qq->admitted, memory_order_relaxed) >= (int64_t)qq->maxsize) {
+        q_admitted_count(atomic_load_explicit(qq->admitted, memory_order_relaxed)) >= (int64_t)qq->maxsize) {
         return 0;
     }
     /* SYNC POINT (seq_cst): as the claim loop's load of head. */
@@ -148,9 +159,20 @@ q_write_header(queue_t *qq, uint64_t pos, uint64_t len, uint32_t kind, uint32_t 
     atomic_store_explicit(q_record_word(qq, pos), len | (uint64_t)kind << Q_LEN_BITS, memory_order_relaxed);
 }
 
-/* Publish the k claimed slots of the record at pos: body first, first slot last. */
+/* Withdraw a producer's announcement: claim start back to "none", or, for
+ * a producer still holding an admission (maxsize), back to its admitting
+ * mark: it must never look idle while admitted (Queue._heal_admissions). */
 static inline void
-q_publish(queue_t *qq, mpmc_claim_t c, uint64_t pos, uint64_t k)
+q_withdraw(mpmc_claim_t c, uint64_t idle)
+{
+    /* SYNC POINT (release): as mpmc_unannounce; after our sequence stores. */
+    atomic_store_explicit(c.start, idle, memory_order_release);
+}
+
+/* Publish the k claimed slots of the record at pos: body first, first slot
+ * last; then withdraw the announcement to `idle` (see q_withdraw). */
+static inline void
+q_publish(queue_t *qq, mpmc_claim_t c, uint64_t pos, uint64_t k, uint64_t idle)
 {
     mpmc_t *q = qq->m;
     a64 *seq = q_seq_run(q, pos); /* a record never wraps */
@@ -165,7 +187,7 @@ q_publish(queue_t *qq, mpmc_claim_t c, uint64_t pos, uint64_t k)
      * first. */
     atomic_store_explicit(seq, mpmc_turn(pos, 1),
                           broken == BROKEN_RELAXED_PUBLISH ? memory_order_relaxed : memory_order_release);
-    mpmc_unannounce(c);
+    q_withdraw(c, idle);
     mpmc_wake_if_waiting(q->consumer_waiters, mpmc_seq(q, pos));
 }
 
@@ -174,7 +196,7 @@ q_publish(queue_t *qq, mpmc_claim_t c, uint64_t pos, uint64_t k)
  * set).  When the record would wrap, the slots to the end are claimed and
  * published as a pad record first, and the claim starts over at slot 0. */
 static inline int
-q_claim_put(queue_t *qq, mpmc_claim_t c, uint64_t k, uint64_t *pos_out)
+q_claim_put(queue_t *qq, mpmc_claim_t c, uint64_t k, uint64_t idle, uint64_t *pos_out)
 {
     mpmc_t *q = qq->m;
     int announced = 0;
@@ -198,7 +220,7 @@ q_claim_put(queue_t *qq, mpmc_claim_t c, uint64_t k, uint64_t *pos_out)
         if (n < want) {
             if ((int64_t)(s - mpmc_turn(pos + n, 0)) < 0) {
                 /* Not free yet: no room.  Withdraw what a lost CAS left announced. */
-                if (announced) mpmc_unannounce(c);
+                if (announced) q_withdraw(c, idle);
                 return 0;
             }
             /* Past its turn: another producer claimed it, and its CAS of head
@@ -221,10 +243,10 @@ q_claim_put(queue_t *qq, mpmc_claim_t c, uint64_t k, uint64_t *pos_out)
             return 1;
         }
         q_write_header(qq, pos, want * q->slot_size - Q_HEADER, Q_KIND_PAD, 0);
-        q_publish(qq, c, pos, want);
+        q_publish(qq, c, pos, want, idle);
         announced = 0;
     }
-    if (announced) mpmc_unannounce(c);
+    if (announced) q_withdraw(c, idle);
     *pos_out = atomic_load_explicit(q->head, memory_order_relaxed);
     return -1;
 }
@@ -369,9 +391,9 @@ q_next(queue_t *qq, mpmc_claim_t c, q_rec_t *rec)
         if (rec->kind != Q_KIND_PAD) break;
         q_free(qq, c, rec->pos, rec->k);
     }
-    /* Relaxed: counts (see q_put_end). */
-    atomic_fetch_sub_explicit(qq->count, 1, memory_order_relaxed);
-    if (qq->maxsize) atomic_fetch_sub_explicit(qq->admitted, 1, memory_order_relaxed);
+    /* Relaxed: a count (see q_admit). */
+    /* SYNC POINT (release): a take, after our claim (see q_admit). */
+    if (qq->maxsize) atomic_fetch_add_explicit(qq->admitted, Q_ADMIT_VERSION - 1, memory_order_release);
     /* Ours now: the slot's own header says how many parts, and must agree
      * with the record word (else the segment is corrupt: drop the record,
      * and say so). */
@@ -385,33 +407,51 @@ q_next(queue_t *qq, mpmc_claim_t c, q_rec_t *rec)
     return 1;
 }
 
-/* Admission under maxsize, before a producer's claim: 1 admitted, 0 full. */
+/* Admission under maxsize, before a producer's claim: 1 admitted, 0 full.
+ * The admission word is version << 32 | admitted: every change (admit,
+ * give back, take, heal) bumps the version, so Queue._heal_admissions' CAS
+ * on the value it read fails after any change at all, even one that brought
+ * the count back to where it was (ABA: the stress harness found it). */
 static inline int
 q_admit(queue_t *qq)
 {
     if (!qq->maxsize) return 1;
-    /* Relaxed: a count, not a publication; the CAS makes admission exact. */
     uint64_t a = atomic_load_explicit(qq->admitted, memory_order_relaxed);
     do {
-        if ((int64_t)a >= (int64_t)qq->maxsize) return 0;
-    } while (!atomic_compare_exchange_weak_explicit(qq->admitted, &a, a + 1, memory_order_relaxed,
-                                                    memory_order_relaxed));
+        if (q_admitted_count(a) >= (int64_t)qq->maxsize) return 0;
+        /* SYNC POINT (release): after our admitting mark; a healer's acquire
+         * load of this word then sees the mark. */
+    } while (!atomic_compare_exchange_weak_explicit(qq->admitted, &a, a + Q_ADMIT_VERSION + 1,
+                                                    memory_order_release, memory_order_relaxed));
     return 1;
 }
-
 /* Admit a record of len payload bytes and claim its slots: 1 (at *pos,
  * *k slots), 0 (no room now) or -1 (corrupt, *pos the bad position).  The
  * caller then writes it with q_put_end. */
 static inline int
 q_put_begin(queue_t *qq, mpmc_claim_t c, uint64_t len, uint64_t *pos, uint64_t *k)
 {
-    if (!q_admit(qq)) return 0;
+    uint64_t idle = qq->maxsize ? Q_ADMITTING : MPMC_NO_CLAIM;
+    if (qq->maxsize) {
+        /* SYNC POINT (seq_cst): the admitting mark is in our entry before
+         * the admission's CAS, so a healer that sees the admission (an
+         * acquire load of the word after our release RMW) sees the mark,
+         * or the claim that replaces it (see Queue._heal_admissions). */
+        atomic_store_explicit(c.start, Q_ADMITTING, memory_order_seq_cst);
+    }
+    if (!q_admit(qq)) {
+        if (qq->maxsize) q_withdraw(c, MPMC_NO_CLAIM);
+        return 0;
+    }
     *k = q_slots(qq, len);
-    int got = q_claim_put(qq, c, *k, pos);
-    if (got <= 0 && qq->maxsize) atomic_fetch_sub_explicit(qq->admitted, 1, memory_order_relaxed);
+    int got = q_claim_put(qq, c, *k, idle, pos);
+    if (got <= 0 && qq->maxsize) {
+        /* Give the admission back, then drop the mark: never admitted and idle-looking. */
+        atomic_fetch_add_explicit(qq->admitted, Q_ADMIT_VERSION - 1, memory_order_release);
+        q_withdraw(c, MPMC_NO_CLAIM);
+    }
     return got;
 }
-
 /* Write and publish the record claimed by q_put_begin. */
 static inline void
 q_put_end(queue_t *qq, mpmc_claim_t c, uint64_t pos, uint64_t k, uint64_t len, uint32_t kind,
@@ -420,9 +460,41 @@ q_put_end(queue_t *qq, mpmc_claim_t c, uint64_t pos, uint64_t k, uint64_t len, u
     q_write_header(qq, pos, len, kind, (uint32_t)n);
     q_copy_parts(mpmc_slot(qq->m, pos) + Q_HEADER, parts, n);
     inject_delay();
-    q_publish(qq, c, pos, k);
-    /* Relaxed: qsize() is a snapshot of counts, not a publication. */
-    atomic_fetch_add_explicit(qq->count, 1, memory_order_relaxed);
+    q_publish(qq, c, pos, k, MPMC_NO_CLAIM); /* the message, in the queue, now stands for the admission */
+}
+
+/* Messages published and not yet claimed by a consumer, up to `limit`: a
+ * walk of [tail, head) that jumps over each published record by its record
+ * word and steps over everything else (slots being written, remains, slots
+ * consumers took meanwhile).  Exact while no call is under way, a snapshot
+ * otherwise; and, unlike a counter, nothing a process killed between two
+ * steps can leave wrong. */
+static inline uint64_t
+q_count(queue_t *qq, uint64_t limit)
+{
+    mpmc_t *q = qq->m;
+    /* SYNC POINT (seq_cst) x2: tail before head, so head - tail is a span
+     * that was all claimed by producers. */
+    uint64_t pos = atomic_load_explicit(q->tail, memory_order_seq_cst);
+    uint64_t head = atomic_load_explicit(q->head, memory_order_seq_cst);
+    if (head >= q->limit || pos > head || head - pos > q->capacity) return 0;
+    uint64_t n = 0;
+    while (pos < head && n < limit) {
+        /* SYNC POINT (acquire): as in q_claim_get; the record word is then
+         * the publisher's. */
+        uint64_t w = atomic_load_explicit(mpmc_seq(q, pos), memory_order_acquire);
+        uint64_t k = 1;
+        if (w == mpmc_turn(pos, 1)) {
+            uint64_t r = atomic_load_explicit(q_record_word(qq, pos), memory_order_relaxed);
+            uint64_t len = r & Q_LEN_MASK;
+            if (len <= q_max_len(qq)) {
+                k = q_slots(qq, len);
+                n += (r >> Q_LEN_BITS) != Q_KIND_PAD;
+            }
+        }
+        pos += k;
+    }
+    return n;
 }
 
 #endif /* SHMRING_QUEUE_H */

@@ -96,7 +96,7 @@ PyObject *qring_get_many(SpscRing *r, PyObject *arg);
 PyObject *qring_peek(SpscRing *r, PyObject *unused);
 PyObject *qring_end_loan(SpscRing *r, PyObject *unused);
 PyObject *qring_wait_room(SpscRing *r, PyObject *const *args, Py_ssize_t nargs);
-PyObject *qring_count(SpscRing *r, PyObject *unused);
+PyObject *qring_count(SpscRing *r, PyObject *const *args, Py_ssize_t nargs);
 PyObject *qring_put_obj(SpscRing *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *qring_put_nowait_obj(SpscRing *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 PyObject *qring_get_obj(SpscRing *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);

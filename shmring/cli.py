@@ -37,8 +37,9 @@ def inspect(name: str, backend: str = "shm") -> dict[str, Any]:
         waiters = [w & 0xFFFF for w in struct.unpack_from("<II", m, L.CONSUMER_WAITERS_OFF)]  # count bits
         endpoints = EndpointTable(m).entries()
         queue = geo.kind == L.KIND_QUEUE
-        if queue:  # capacity in bytes; used = messages (its count word), shape and dtype do not apply
-            (count,) = struct.unpack_from("<q", m, L.QUEUE_COUNT_OFF)
+        count = 0
+        if queue:  # capacity in bytes; used = messages (a walk over the records), shape and dtype do not apply
+            count = _queue_messages(region, geo)
         return {
             "name": name,
             "kind": L.KIND_NAMES.get(geo.kind, str(geo.kind)),
@@ -52,7 +53,7 @@ def inspect(name: str, backend: str = "shm") -> dict[str, Any]:
             "bytes": region.size,
             "head": head,
             "tail": tail,
-            "qsize": max(count, 0) if queue else head - tail,
+            "qsize": count if queue else head - tail,
             "consumer_waiters": waiters[0],
             "producer_waiters": waiters[1],
             "created": datetime.datetime.fromtimestamp(info["created_ns"] / 1e9).isoformat(timespec="seconds"),
@@ -62,6 +63,22 @@ def inspect(name: str, backend: str = "shm") -> dict[str, Any]:
         }
     finally:
         region.close()
+
+
+def _queue_messages(region: Region, geo: L.Geometry) -> int:
+    """A Queue's messages, counted as qsize() does, through a core object
+    bound to the mapping (no endpoint registered)."""
+    from ._core import SpscRing
+
+    assert region.mapping is not None
+    core = SpscRing()
+    core._bind(region.mapping, geo.capacity, geo.slot_size, geo.data_offset, geo.dtype, geo.shape,
+               L.RING_CORE_OFFSETS, geo.seq_offset)  # fmt: skip
+    try:
+        core._q_bind(L.QUEUE_ADMITTED_OFF, L.QUEUE_ROOM_OFF, geo.record_offset, 0, False)
+        return core._q_count()[0]
+    finally:
+        core._release()
 
 
 def shmring_segments() -> list[dict[str, Any]]:

@@ -252,7 +252,7 @@ class Queue(Channel):
         assert region.mapping is not None
         maxsize = L.header_info(region.mapping)["maxsize"]
         fast = geo.sync == L.SYNC_LOCKFREE
-        self._q_bind(L.QUEUE_COUNT_OFF, L.QUEUE_ADMITTED_OFF, L.QUEUE_ROOM_OFF, geo.record_offset, maxsize, fast)
+        self._q_bind(L.QUEUE_ADMITTED_OFF, L.QUEUE_ROOM_OFF, geo.record_offset, maxsize, fast)
         self._maxsize = maxsize
         self._signals = sems
         data = np.frombuffer(region.mapping, np.uint8, geo.capacity * geo.slot_size, geo.data_offset)
@@ -280,19 +280,23 @@ class Queue(Channel):
 
     # -- sizes (OSError on a closed handle, as multiprocessing's) ----------------------------
     def qsize(self) -> int:
-        """Messages put and not yet taken (exact for finished calls)."""
+        """Messages put and not yet taken: exact while no call is under way
+        (a walk over the queue's records, so no crash can leave it wrong)."""
         self._check_open()
         return self._q_count()[0]
 
     def empty(self) -> bool:
         """True if no message is ready (a snapshot)."""
-        return self.qsize() == 0
+        self._check_open()
+        return self._q_count(1)[0] == 0
 
     def full(self) -> bool:
         """True if ``maxsize`` messages are in (a snapshot; never true
         without a maxsize: whether the bytes suffice depends on the message)."""
         self._check_open()
-        return bool(self._maxsize) and self._q_count()[1] >= self._maxsize
+        if not self._maxsize or self._q_count()[1] < self._maxsize:
+            return False
+        return not self._heal_admissions() or self._q_count()[1] >= self._maxsize
 
     def _closed_error(self) -> Exception:
         return ClosedError(f"Queue {self.name!r} is closed")
@@ -325,7 +329,7 @@ class Queue(Channel):
         while True:
             if untimed and self._peers_gone(CONSUMER):
                 raise BrokenPipeError("the queue is full and every consumer has closed or died")
-            if self._unstick(PRODUCER):
+            if self._unstick(PRODUCER) or self._heal_admissions():
                 if op():
                     return
                 continue
@@ -333,6 +337,35 @@ class Queue(Channel):
                 raise queue.Full
             if op():
                 return
+
+    def _heal_admissions(self, force: bool = False) -> bool:
+        """With a maxsize, a producer killed between its admission and its
+        message's publication leaves an admission nothing will give back.
+        When admission is refused (or ``force``), count what is really
+        admitted and lower the word to that with a CAS on the value read
+        first, so any admission or take meanwhile makes it fail.  Really
+        admitted: live producers between admission and publication (read
+        before the walk: one admitted before our read is marked, claimed or
+        published by then), messages in the queue (the walk), and live
+        consumers with a claim (read after the walk: one whose claim the walk
+        missed announced it first, and gives its admission back before it
+        withdraws the announcement).  Counting one twice only heals less.
+        True if it healed."""
+        if not self._maxsize or self._region is None or self._region.mapping is None:
+            return False
+        mapping = self._region.mapping
+        seen = _core.load64(mapping, L.QUEUE_ADMITTED_OFF)  # acquire: a producer's mark before its admission
+        admitted = L.admitted_count(seen)
+        if not (force or admitted >= self._maxsize):
+            return False
+        really = self._table.live_busy(PRODUCER)
+        really += self._q_count()[0]
+        really += self._table.live_busy(CONSUMER)
+        if really >= admitted:
+            return False
+        version = (seen // L.ADMIT_VERSION + 1) % L.ADMIT_VERSION  # every change is a new version (_queue.h, q_admit)
+        healed = version * L.ADMIT_VERSION + really
+        return _core.cas64(mapping, L.QUEUE_ADMITTED_OFF, seen, healed) == seen
 
     def _await_room(self, nbytes: int, timeout: float) -> None:
         if self._signals is None:
@@ -342,7 +375,8 @@ class Queue(Channel):
 
     def put_many(self, objs: Iterable[Any], block: bool = True, timeout: float | None = None) -> int:
         """Put ``objs`` in order; returns how many went in: all, unless the
-        timeout expired part-way (none at all: queue.Full).  Every object is
+        timeout expired (or, untimed, every consumer left) part-way; none at
+        all raises queue.Full (BrokenPipeError).  Every object is
         encoded before the first goes in, so a pickling error puts nothing."""
         if self._closed:
             raise self._closed_error()
@@ -365,7 +399,7 @@ class Queue(Channel):
                     left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
                     self._put_wait(functools.partial(self._q_put, kind, parts), payload_len(parts), block, left)
                 done += 1
-        except queue.Full:
+        except (queue.Full, BrokenPipeError):  # part-way: say how many went in (as Ring.put_many)
             if not done:
                 raise
         if self._signals is not None:
@@ -459,7 +493,7 @@ class Queue(Channel):
         s = self._signals
         assert s is not None
         s.post(s.free)
-        if self._q_count()[0] > 0:
+        if self._q_count(1)[0]:
             s.post(s.full)
 
     def _lend(self, block: bool, timeout: float | None) -> Any:

@@ -13,6 +13,7 @@ Modules, in the order a message travels (docs/stress.md has the whole story):
 * actors    -- producer and consumer loops, in fork children
 * array_actors -- the Array lanes' writers/readers, adders/loaders, holders/observers
 * message   -- the bytes of a message and their checks
+* queue_message -- a Queue lane's messages: objects of four kinds, drawn from (producer, seq), and their checks
 * board     -- the actors' crash-proof logs and the lanes' control words
 * arbiter   -- the rules: forbidden and acceptable outcomes, judged from the logs
 * outcomes  -- the outcome names

@@ -3,7 +3,8 @@ supervisor.
 
 A producer numbers its messages 0, 1, 2, ... and, around every call, records
 in its log how many it has surely published and how many are in flight
-(board.py).  A consumer checks every message it receives (message.verify)
+(board.py).  A consumer checks every message it receives (the adapter's
+``verify``: message.verify, or queue_message.check for a Queue's objects)
 and logs it after the call has released it, so a kill between the take and
 the log is covered by the *in-flight take* it announced beforehand.  Neither
 judges ordering or loss: that is the arbiter's job, from the logs alone.
@@ -39,13 +40,11 @@ import time
 import traceback
 from typing import Any, NoReturn
 
-import numpy as np
-
 from . import board
-from .adapters import Adapter, Bytes
+from .adapters import Adapter
 from .board import ActorLog, LaneControl
 from .config import CellConfig, parse_delay
-from .message import ABORTED_SEQ, Corrupt, Encoder, verify
+from .message import ABORTED_SEQ, Corrupt
 from .schedule import LanePlan, Schedule, Temperament
 
 MAX_EVENTS = 20  # events written per actor; later ones are only counted
@@ -335,6 +334,34 @@ def _hold(log: ActorLog) -> None:
     log.set(board.HOLDING, 0)
 
 
+WATCH_POLL_S = 0.002  # how often an actor looks for an aimed kill (HOLD) to meet inside a copy
+WATCH_SPIN_S = 0.0002  # then how often it looks for the copy (low: the busy-wait check may watch it)
+
+
+def _watch_copies(ctx: ActorContext, handle: Any) -> None:
+    """Aimed kills inside a copy: a Queue's put and get have no block to hold
+    open (``_hold``), but a record of 64 KiB or more is copied without the
+    GIL between its claim and its publish (release).  While a kill is aimed
+    at this actor (``HOLD``), a thread waits for such a copy of the main
+    thread (it gets the GIL as the copy lets it go), says ``HOLDING`` and
+    stops the process there (SIGSTOP) for the supervisor's SIGKILL: a dead
+    producer's hole, or a dead consumer's claimed record."""
+    log, adapter = ctx.log, ctx.adapter
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCH_POLL_S)
+            while log.get(board.HOLD):
+                if adapter.copying(handle):
+                    log.set(board.HOLD, 0)
+                    log.set(board.HOLDING, 1)
+                    os.kill(os.getpid(), signal.SIGSTOP)
+                    return
+                time.sleep(WATCH_SPIN_S)
+
+    threading.Thread(target=watch, name="copy-watch", daemon=True).start()
+
+
 def _pause(ctx: ActorContext, sched: Schedule) -> None:
     seconds, stall = sched.pause(time.monotonic())
     if not seconds:
@@ -346,36 +373,41 @@ def _pause(ctx: ActorContext, sched: Schedule) -> None:
         ctx.log.set(board.STALL_UNTIL, 0)
 
 
+def _open_watched(ctx: ActorContext, events: Events) -> Any:
+    """The actor's handle; and, for a structure whose claims have no block
+    to hold (a Queue), the thread that meets aimed kills inside copies."""
+    handle = _open(ctx, events)
+    if not ctx.adapter.producer_in_place:
+        _watch_copies(ctx, handle)
+    return handle
+
+
 def run_producer(ctx: ActorContext, events: Events) -> int:
     log, adapter = ctx.log, ctx.adapter
-    handle = _open(ctx, events)
-    enc = Encoder(ctx.actor_id, ctx.plan.slot_bytes, ctx.seed)
-    sched = Schedule(ctx.seed, ctx.temper, producer=True, now=time.monotonic())
-    scratch: Bytes = np.empty((max(ctx.temper.batch[1], 1), ctx.plan.slot_bytes), dtype=np.uint8)
+    handle = _open_watched(ctx, events)
+    enc = adapter.encoder(ctx.actor_id, ctx.plan, ctx.seed)
+    sched = Schedule(ctx.seed, ctx.temper, producer=True, now=time.monotonic(), timed_batches=adapter.timed_batches)
+    scratch = adapter.scratch(ctx.plan, max(ctx.temper.batch[1], 1))
     consumer = Peer(ctx, board.CUR_CONSUMER)
     published = aborted = 0
+    abort = False  # a reserve() that raises on purpose (Queue: a put too large to ever go in)
     in_place = False  # the call writes its slot in place: encode runs inside a reserve() block
 
-    def encode(rows: Bytes) -> None:
+    def encode(rows: Any) -> None:
         if in_place:
             _hold(log)  # before writing: the slot still holds a previous lap's bytes
-        for i in range(len(rows)):
-            enc.write(rows[i], published + i)
-
-    def encode_aborted(rows: Bytes) -> None:
-        _hold(log)
-        enc.write(rows[0], ABORTED_SEQ + aborted)
+        enc.fill(rows, ABORTED_SEQ + aborted if abort else published)
 
     while True:  # at least one call, so a producer started to close a lane registers first
         call = sched.next_call()
         abort = call.op == "zero_copy_abort"
-        in_place = call.op == "zero_copy"
+        in_place = adapter.producer_in_place and call.op in ("zero_copy", "zero_copy_abort")
         before = consumer.snapshot()
         log.set(board.OP, board.OP_CODE[call.op])
         log.set_producer_state(published, 0 if abort else call.count)
         sent = 0
         try:
-            sent = adapter.send(handle, call, scratch, encode_aborted if abort else encode)
+            sent = adapter.send(handle, call, scratch, encode)
         except queue.Full:
             pass
         except BrokenPipeError:
@@ -406,19 +438,20 @@ def run_producer(ctx: ActorContext, events: Events) -> int:
 
 def run_consumer(ctx: ActorContext, events: Events) -> int:
     log, adapter = ctx.log, ctx.adapter
-    handle = _open(ctx, events)
-    sched = Schedule(ctx.seed, ctx.temper, producer=False, now=time.monotonic())
+    handle = _open_watched(ctx, events)
+    sched = Schedule(ctx.seed, ctx.temper, producer=False, now=time.monotonic(), timed_batches=adapter.timed_batches)
     producer = Peer(ctx, board.CUR_PRODUCER)
-    slot_bytes = ctx.plan.slot_bytes
     got: list[tuple[int, int]] = []
+    moved = 0  # bytes of the messages got
     in_place = False  # the call reads its slots in place: visit runs inside a borrow() block
 
-    def visit(rows: Bytes) -> None:
+    def visit(rows: Any) -> None:
+        nonlocal moved
         if in_place:
             _hold(log)
         for i in range(len(rows)):
             try:
-                p, seq, _ = verify(rows[i])
+                p, seq, nbytes = adapter.verify(ctx.plan, rows[i], in_place)
             except Corrupt as exc:
                 events.record("corrupted", str(exc))
                 continue
@@ -426,6 +459,7 @@ def run_consumer(ctx: ActorContext, events: Events) -> int:
                 events.record("phantom", f"delivered aborted reserve #{seq - ABORTED_SEQ} of producer {p}")
                 continue
             got.append((p, seq))
+            moved += nbytes
 
     while True:
         call = sched.next_call()
@@ -434,11 +468,13 @@ def run_consumer(ctx: ActorContext, events: Events) -> int:
         log.set(board.OP, board.OP_CODE[call.op])
         log.set(board.STATE, call.count)  # the take in flight: at most this many
         got.clear()
-        taken = 0
+        moved = 0
         try:
-            taken = adapter.receive(handle, call, visit)
+            adapter.receive(handle, call, visit)
         except queue.Empty:
             pass
+        except Corrupt as exc:  # a record that would not even decode (Queue)
+            events.record("corrupted", str(exc))
         except EOFError:
             if ctx.control.get(board.LANE_DONE):
                 log.set(board.STATE, 0)
@@ -453,7 +489,7 @@ def run_consumer(ctx: ActorContext, events: Events) -> int:
                 events.record("harness_error", f"consumer log full ({log.max_runs} runs): too many anomalies")
                 break
         log.add(board.COUNT, len(got))
-        log.add(board.BYTES, taken * slot_bytes)
+        log.add(board.BYTES, moved)
         log.set(board.STATE, 0)
         log.set(board.OP, 0)
         log.add(board.CALLS)

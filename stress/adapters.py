@@ -8,8 +8,10 @@ and listing it in :data:`ADAPTERS`:
 * ``create``/``open``/``close``/``dispose``: lifetimes, in the supervisor
   (which creates and finally unlinks every instance, so a SIGKILLed actor
   never leaks a segment) and in the actors;
-* ``send``/``receive``: move rows of raw message bytes (see message.py)
-  with one of the operations in board.OPS, copying or zero-copy;
+* ``send``/``receive``: move messages with one of the operations in
+  board.OPS, copying or zero-copy: rows of raw message bytes (message.py),
+  made by the adapter's ``encoder`` and checked by its ``verify`` (a Queue's
+  are Python objects: queue_message.py);
 * ``entries``/``dump``: what must be gone after ``dispose`` (the leak check),
   and the header state printed when a lane deadlocks;
 * ``order`` and ``max_producers``/``max_consumers``: which ordering rule the
@@ -24,7 +26,9 @@ and listing it in :data:`ADAPTERS`:
   instance and leaves, and the supervisor holds nothing), and
   ``last_out_unlinks``: the backends whose last handle out removes the name;
 * ``instrument``/``delay_armed``: the structure's test hooks, to count the
-  windows the actors pass and to check that delay injection reaches them.
+  windows the actors pass and to check that delay injection reaches them;
+  ``copying``: whether a copy runs inside a claim right now (a Queue's puts
+  and gets have no reserve()/borrow() block to hold an aimed kill in).
 
 A structure that holds state instead of moving messages (``order =
 "array"``: shmring.Array) has no ``send``/``receive``; its lanes come in
@@ -40,21 +44,39 @@ import contextlib
 import os
 import pickle
 import queue
+import random
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from .schedule import Call, LanePlan
+from . import message, queue_message
+from .config import CellConfig
+from .message import Corrupt
+from .schedule import Call, Crowd, LanePlan, plan_lane, plan_queue_lane
 
 Bytes = npt.NDArray[np.uint8]
-Encode = Callable[[Bytes], None]  # writes len(rows) messages into rows
-Visit = Callable[[Bytes], None]  # checks delivered rows (read-only, valid only during the call)
+# Writes len(out) messages into out: rows of slots (a ring), or a list of objects (a Queue).
+Encode = Callable[[Any], None]
+# Checks delivered messages: rows (read-only, valid only during the call), or a Queue's objects.
+Visit = Callable[[Any], None]
+
+
+class Maker(Protocol):
+    """A producer's messages (message.Encoder, queue_message.QueueEncoder)."""
+
+    def fill(self, out: Any, first: int) -> None:
+        """Make messages ``first``, ``first + 1``, ... into ``out``."""
 
 
 class _Abort(Exception):
     """Raised inside a reserve() block to drop the slot on purpose."""
+
+
+class ContractError(Exception):
+    """A call broke the structure's contract in a way the actor sees at once
+    (a timed get raising EOFError, an oversize put going in): actor_error."""
 
 
 class Adapter(abc.ABC):
@@ -78,6 +100,38 @@ class Adapter(abc.ABC):
     forbidden: ClassVar[frozenset[str]]  # outcomes this structure's rules can produce
     travels: ClassVar[tuple[str, ...]] = ()  # backends whose handles can be pickled to another process
     last_out_unlinks: ClassVar[tuple[str, ...]] = ()  # backends whose last handle out removes the name
+    # A producer's zero_copy call writes inside its claim (reserve()), where an
+    # aimed kill is held; else aimed kills meet copies (actors._watch_copies).
+    producer_in_place: ClassVar[bool] = True
+    timed_batches: ClassVar[bool] = False  # batch calls take a timeout (schedule.Schedule)
+
+    def plan(self, rng: random.Random, cfg: CellConfig, first: bool, crowd: Crowd | None) -> LanePlan:
+        """A new lane's plan (Array lanes: schedule.plan_array_lane)."""
+        return plan_lane(rng, cfg, first=first, crowd=crowd)
+
+    def encoder(self, producer: int, plan: LanePlan, seed: int) -> Maker:
+        """What makes a producer's messages."""
+        return message.Encoder(producer, plan.slot_bytes, seed)
+
+    def scratch(self, plan: LanePlan, rows: int) -> Bytes:
+        """Room for a producer's messages before a copying call."""
+        return np.empty((rows, plan.slot_bytes), dtype=np.uint8)
+
+    def verify(self, plan: LanePlan, item: Any, borrowed: bool) -> tuple[int, int, int]:
+        """Check one delivered message (``borrowed``: a zero-copy view);
+        (producer, seq, bytes moved), or Corrupt."""
+        producer, seq, _ = message.verify(item)
+        return producer, seq, int(item.nbytes)
+
+    def copying(self, handle: Any) -> bool:
+        """Is a copy running inside a claim (between claim and publish, or
+        claim and release) right now, in another thread of this process?"""
+        return False
+
+    def leftover(self, owner: Any) -> str:
+        """What an instance drained to its final EOF, every actor gone, still
+        counts as in it (a Queue's qsize and admissions), in words; "" if nothing."""
+        return ""
 
     @abc.abstractmethod
     def create(self, name: str | None, backend: str, sync: str, plan: LanePlan) -> Any:
@@ -323,14 +377,7 @@ class RingAdapter(_ShmringAdapter):
         items = rows.view(handle.dtype).reshape((k, *handle.shape))
         if op == "copy_many":
             return int(handle.put_many(items))
-        if op == "copy":
-            handle.put(items[0])
-        elif op == "copy_nowait":
-            handle.put_nowait(items[0])
-        elif op == "copy_timeout":
-            handle.put(items[0], timeout=call.timeout)
-        else:
-            raise ValueError(f"ring cannot send with {op!r}")
+        _put_one(handle, call, items[0])
         return 1
 
     def receive(self, handle: Any, call: Call, visit: Visit) -> int:
@@ -348,16 +395,31 @@ class RingAdapter(_ShmringAdapter):
             items = handle.get_many(call.count)
             visit(self._rows(items, len(items)))
             return len(items)
-        if op == "copy":
-            item = handle.get()
-        elif op == "copy_nowait":
-            item = handle.get_nowait()
-        elif op == "copy_timeout":
-            item = handle.get(timeout=call.timeout)
-        else:
-            raise ValueError(f"ring cannot receive with {op!r}")
-        visit(self._rows(item, 1))
+        visit(self._rows(_get_one(handle, call), 1))
         return 1
+
+
+def _put_one(handle: Any, call: Call, item: Any) -> None:
+    """Put ``item`` with the copying operation ``call.op`` names (a Ring's or a Queue's)."""
+    if call.op == "copy":
+        handle.put(item)
+    elif call.op == "copy_nowait":
+        handle.put_nowait(item)
+    elif call.op == "copy_timeout":
+        handle.put(item, timeout=call.timeout)
+    else:
+        raise ValueError(f"cannot send one item with {call.op!r}")
+
+
+def _get_one(handle: Any, call: Call) -> Any:
+    """Get an item with the copying operation ``call.op`` names (a Ring's or a Queue's)."""
+    if call.op == "copy":
+        return handle.get()
+    if call.op == "copy_nowait":
+        return handle.get_nowait()
+    if call.op == "copy_timeout":
+        return handle.get(timeout=call.timeout)
+    raise ValueError(f"cannot receive one item with {call.op!r}")
 
 
 class MpmcAdapter(RingAdapter):
@@ -419,9 +481,10 @@ class MpmcAdapter(RingAdapter):
 
 
 def _seq_word(word: int, pos: int) -> str:
-    """A sequence word relative to its position: +0 free, +1 published, +2*capacity released."""
-    hole = "hole " if word >> 63 else ""
-    return f"{hole}{(word & ((1 << 63) - 1)) - 2 * pos:+d}"
+    """A sequence word relative to its position: +0 free, +1 published, +2*capacity released
+    (flags: a hole; a Queue record's body slot)."""
+    flags = ("hole " if word >> 63 else "") + ("body " if word >> 62 & 1 else "")
+    return f"{flags}{(word & ((1 << 62) - 1)) - 2 * pos:+d}"
 
 
 class ArrayAdapter(_ShmringAdapter):
@@ -548,7 +611,183 @@ class ArrayAdapter(_ShmringAdapter):
         return int(handle.load(index))
 
 
-ADAPTERS: dict[str, Adapter] = {"ring": RingAdapter(), "mpmc": MpmcAdapter(), "array": ArrayAdapter()}
+class QueueAdapter(MpmcAdapter):
+    """shmring.Queue: any number of producers and consumers side by side,
+    messages of any size and kind (queue_message.py), in both sync flavours.
+
+    Lanes are crowds (1-4 x 1-4 by default) judged per producer, like the
+    mpmc ring's: a producer SIGKILLed inside a put leaves a hole that
+    consumers skip; a consumer SIGKILLed inside a get's copy or a borrow()
+    block takes its record with it.  The operations, by name:
+
+    * producer: ``copy`` put(), ``copy_many`` put_many() (timed in the
+      non-blocking share: part of the batch may go in), ``copy_nowait``,
+      ``copy_timeout``; ``zero_copy`` puts the message as a view the Queue
+      must copy out itself (a memoryview, strided half the time; an array in
+      Fortran order or strided); ``zero_copy_abort`` puts a message larger
+      than the queue can ever hold, which must raise ValueError at once;
+    * consumer: ``copy`` get(), ``copy_many`` get_many() (timed likewise),
+      ``copy_nowait``, ``copy_timeout``; ``zero_copy`` a borrow() block,
+      ``zero_copy_many`` up to B of them in a row (the first blocking, the
+      rest not).  What get() returns must be private and writable, what
+      borrow() gives read-only; checks run inside the block.
+
+    Anything a take raises but queue.Empty and the queue's own EOFError is a
+    record that would not decode: ``corrupted`` (so is an EOFError out of
+    unpickling).  A timed or non-blocking call raising EOFError or
+    BrokenPipeError breaks the contract (they raise Empty, Full)."""
+
+    name = "queue"
+    crowd = "1:4"
+    forbidden = MpmcAdapter.forbidden | {"miscounted"}
+    producer_in_place = False  # a put copies whole objects: no block to write in
+    timed_batches = True
+
+    def plan(self, rng: random.Random, cfg: CellConfig, first: bool, crowd: Crowd | None) -> LanePlan:
+        assert crowd is not None
+        return plan_queue_lane(rng, cfg, crowd)
+
+    def create(self, name: str | None, backend: str, sync: str, plan: LanePlan) -> Any:
+        import shmring
+
+        return shmring.Queue(plan.maxsize, name=name, capacity=plan.capacity, sync=sync, backend=backend)
+
+    def open(self, owner: Any, name: str | None, backend: str) -> Any:
+        import shmring
+
+        if backend == "anon":
+            return owner  # inherited across fork
+        return shmring.Queue.attach(name, backend=backend)  # type: ignore[arg-type]
+
+    def dump(self, owner: Any) -> dict[str, Any]:
+        from shmring import _core
+        from shmring import _layout as L
+
+        out = super().dump(owner)
+        out["qsize"], out["admitted"] = owner._q_count()
+        out["maxsize"] = owner.maxsize
+        out["room word"] = _core.load64(owner._region.mapping, L.QUEUE_ROOM_OFF)
+        out["slots"] = owner._geo.capacity
+        return out
+
+    def encoder(self, producer: int, plan: LanePlan, seed: int) -> Maker:
+        return queue_message.QueueEncoder(producer, plan, seed)
+
+    def scratch(self, plan: LanePlan, rows: int) -> Bytes:
+        return np.empty((0, 0), dtype=np.uint8)  # messages are objects, made per call
+
+    def verify(self, plan: LanePlan, item: Any, borrowed: bool) -> tuple[int, int, int]:
+        return queue_message.check(plan, item, borrowed)
+
+    def copying(self, handle: Any) -> bool:
+        return bool(handle._busy)  # a record of 64 KiB or more is copied without the GIL
+
+    def leftover(self, owner: Any) -> str:
+        messages, _ = owner._q_count()
+        owner._heal_admissions(force=True)  # what a refused producer (or full()) does: dead producers' admissions
+        counts = {"messages": messages, "admitted": owner._q_count()[1]}
+        if not owner.maxsize:
+            del counts["admitted"]
+        if not any(counts.values()):
+            return ""
+        said = ", ".join(f"{v} {k}" for k, v in counts.items())
+        return f"drained, every producer and consumer gone, the queue (maxsize {owner.maxsize}) still counts {said}"
+
+    def send(self, handle: Any, call: Call, scratch: Bytes, encode: Encode) -> int:
+        op, k = call.op, call.count
+        objs: list[Any] = [None] * k
+        encode(objs)
+        try:
+            if op == "zero_copy_abort":
+                try:
+                    handle.put(objs[0])
+                except ValueError:
+                    return 0
+                raise ContractError(f"a put of {len(objs[0])} bytes into a queue of {handle.capacity} went in")
+            if op == "copy_many":
+                return int(handle.put_many(objs, timeout=call.timeout))
+            if op == "zero_copy":
+                handle.put(_as_view(objs[0]))
+            else:
+                _put_one(handle, call, objs[0])
+        except BrokenPipeError:
+            if _timed(call):
+                raise ContractError(f"{op} (timeout {call.timeout}) raised BrokenPipeError, not queue.Full") from None
+            raise
+        return 1
+
+    def receive(self, handle: Any, call: Call, visit: Visit) -> int:
+        try:
+            return self._take(handle, call, visit)
+        except queue.Empty:
+            raise
+        except EOFError as exc:
+            if _raised_in(exc) != "_get_wait":
+                raise Corrupt(f"{call.op}: a record that does not decode: EOFError: {exc}") from exc
+            if _timed(call):
+                raise ContractError(f"{call.op} (timeout {call.timeout}) raised EOFError, not queue.Empty") from None
+            raise
+        except Exception as exc:  # a take raises nothing else for a sound record
+            raise Corrupt(f"{call.op}: a record that does not decode: {type(exc).__name__}: {exc}") from exc
+
+    @staticmethod
+    def _take(handle: Any, call: Call, visit: Visit) -> int:
+        op, k = call.op, call.count
+        if op in ("zero_copy", "zero_copy_many"):
+            n = 0
+            while n < (k if op == "zero_copy_many" else 1):
+                try:
+                    with handle.borrow(block=n == 0) as obj:
+                        visit([obj])
+                except queue.Empty:
+                    if n == 0:
+                        raise
+                    break
+                n += 1
+            return n
+        items = handle.get_many(k, timeout=call.timeout) if op == "copy_many" else [_get_one(handle, call)]
+        visit(items)
+        return len(items)
+
+
+def _timed(call: Call) -> bool:
+    """A call that waits at most a while: it raises queue.Full/Empty, never EOF/EPIPE."""
+    return call.timeout is not None or call.op == "copy_nowait"
+
+
+def _raised_in(exc: BaseException) -> str:
+    """The function whose frame raised ``exc`` (the innermost Python frame)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_name if tb is not None else ""
+
+
+def _as_view(obj: Any) -> Any:
+    """The message as a view the Queue must copy out contiguous itself: bytes
+    as a memoryview (of every other byte of a wider buffer, when its length
+    is even), an array in Fortran order (2-D and up) or strided (1-D)."""
+    if type(obj) is bytes:
+        if len(obj) % 2:
+            return memoryview(obj)
+        wide: Bytes = np.empty(2 * len(obj), dtype=np.uint8)
+        wide[::2] = np.frombuffer(obj, dtype=np.uint8)
+        return wide[::2].data
+    if type(obj) is np.ndarray and obj.size:
+        if obj.ndim > 1:
+            return np.asfortranarray(obj)
+        strided = np.empty((obj.shape[0], 2), dtype=obj.dtype)
+        strided[:, 0] = obj
+        return strided[:, 0]
+    return obj
+
+
+ADAPTERS: dict[str, Adapter] = {
+    "ring": RingAdapter(),
+    "mpmc": MpmcAdapter(),
+    "array": ArrayAdapter(),
+    "queue": QueueAdapter(),
+}
 STRUCTURES = tuple(ADAPTERS)
 SYNCS = ("lockfree", "semaphore")
 BACKENDS = ("shm", "anon", "file")

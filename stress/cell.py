@@ -24,7 +24,10 @@ A structure with many producers and consumers per instance (``mpmc``) runs
 side, each killed one replaced.  Half of their kills are *aimed*: the actor
 holds its next reserve()/borrow() block open, claim taken, and is killed
 there (:meth:`Supervisor._fire_aimed`), so dead claims -- the holes and
-unreleased runs the multi ring must repair -- happen in every such cell.
+unreleased runs the multi ring must repair -- happen in every such cell.  A
+Queue (``queue``) runs crowded lanes too; its puts and gets have no block to
+hold, so an aimed actor stops itself inside its next copy of a large record
+(actors._watch_copies), or holds its next borrow() block.
 
 An Array (``array``) holds state: its cell runs one lane of each kind
 (seqlock, counter, lock; array_actors.py) side by side, a finished lane
@@ -82,7 +85,7 @@ from .board import ActorLog, LaneControl
 from .config import CellConfig
 from .lanes import Actor, Lane, exit_text
 from .outcomes import Violation
-from .schedule import LanePlan, plan_array_lane, plan_lane, temperament
+from .schedule import LanePlan, plan_array_lane, temperament
 from .watchdogs import BusyWatch, deadlock_report
 
 TICK_S = 0.005
@@ -242,7 +245,7 @@ class Supervisor:
             assert crowd is not None
             plan = plan_array_lane(rng, self.cfg, kind, crowd)
         else:
-            plan = plan_lane(rng, self.cfg, first=lane_id == 1, crowd=crowd)
+            plan = self.adapter.plan(rng, self.cfg, lane_id == 1, crowd)
         name = self._lane_name(lane_id)
         travel = plan.travel and self.cfg.backend in self.adapter.travels
         owner = None if travel else self.adapter.create(name, self.cfg.backend, self.cfg.sync, plan)
@@ -507,6 +510,10 @@ class Supervisor:
             verdict = judge(record)
             if lane.aborted:  # a lane cut short: ordering and duplicates still count, its losses do not
                 verdict.violations = [v for v in verdict.violations if v.outcome != "lost"]
+            elif record.complete and lane.owner is not None:
+                left = self.adapter.leftover(lane.owner)  # drained, everyone gone: nothing may be counted in it
+                if left:
+                    verdict.violations.append(Violation("miscounted", where, left))
             self.violations += verdict.violations
             self.acceptable += verdict.acceptable
             for actor in lane.actors:

@@ -45,6 +45,7 @@ BROKEN_VARIANTS = (
     "ignore_dead_producer",
     "skip_abandoned_check",
     "unlock_early",
+    "free_before_copy",
     # The harness's own, in its Array adapter (the core ignores these names):
     "array_no_lock",
     "array_plain_add",
@@ -66,6 +67,7 @@ KNOBS = (
     "travel",
     "spawn",
     "scan_delay",
+    "maxsize",
 )
 
 
@@ -93,13 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     k = p.add_argument_group("knobs (defaults: " + ", ".join(f"{f}={getattr(CellConfig(), f)}" for f in KNOBS) + ")")
     k.add_argument(
         "--producers",
-        help="producers, N or MIN:MAX: drawn per lane (mpmc: default 2:6; array: writers, adders, holders, "
-        "default 2:3), or lanes side by side (ring; default 2)",
+        help="producers, N or MIN:MAX: drawn per lane (mpmc: default 2:6; queue: 1:4; array: writers, adders, "
+        "holders, default 2:3), or lanes side by side (ring; default 2)",
     )
     k.add_argument("--consumers", help="consumers, N or MIN:MAX, likewise")
     k.add_argument("--sizes", help="payload bytes per slot: small, mixed, large, N or MIN:MAX")
     k.add_argument("--batch", help="items per batch call, N or MIN:MAX")
-    k.add_argument("--capacity", help="slots per ring, N or MIN:MAX")
+    k.add_argument(
+        "--capacity", help="slots per ring, N or MIN:MAX (default 1:256); queue: bytes (default 16384:4194304)"
+    )
     k.add_argument("--zero-copy", type=float, help="share of calls using reserve()/borrow() instead of copies")
     k.add_argument("--kill-rate", type=float, help="SIGKILLs per second of random producers/consumers")
     k.add_argument("--delay", help="delay injection PERMILLE:MAX_US (SHMRING_DELAY), or off")
@@ -116,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument(
         "--scan-delay",
         help="PERMILLE:MAX_US: that share of endpoint-table scans pause mid-way (a preemption), or off",
+    )
+    k.add_argument(
+        "--maxsize", help="queue: half the lanes admit at most this many messages at once, N or MIN:MAX (0: none)"
     )
     k.add_argument(
         "--broken",

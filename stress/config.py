@@ -77,7 +77,9 @@ class CellConfig:
     consumers: int | str | None = None
     sizes: str = "mixed"
     batch: str = "1:32"  # items per put_many/get_many/borrow_many
-    capacity: str = "1:256"  # slots per ring (drawn per lane; capped by --max-ring-mib)
+    # Drawn per lane, capped by --max-ring-mib: slots per ring, bytes per queue
+    # (None: the structure's own default, schedule.RING_CAPACITY / QUEUE_CAPACITY).
+    capacity: str | None = None
     zero_copy: float = 0.3  # share of calls that use reserve()/borrow() instead of copies
     kill_rate: float = 0.0  # SIGKILLs per second (random producers and consumers)
     delay: str = "off"  # SHMRING_DELAY for the actors
@@ -89,6 +91,7 @@ class CellConfig:
     travel: float = 0.0  # share of lanes whose handles travel by pickling (backends that pickle handles)
     spawn: int = 0  # actors per cell started as real spawned interpreters (first actors of travel lanes)
     scan_delay: str = "off"  # PERMILLE:MAX_US: endpoint-table scans of actors and creators pause mid-way
+    maxsize: str = "0"  # Queue: half the lanes admit at most this many messages at once (0: no limit)
     # Not part of what runs:
     scenario: str = "custom"
     fail_fast: bool = False
@@ -97,9 +100,9 @@ class CellConfig:
     def validate(self) -> None:
         parse_sizes(self.sizes)
         parse_range(self.batch, "--batch")
-        lo, _ = parse_range(self.capacity, "--capacity")
-        if lo < 1:
+        if self.capacity is not None and parse_range(self.capacity, "--capacity")[0] < 1:
             raise ValueError("--capacity must be at least 1")
+        parse_range(self.maxsize, "--maxsize")
         if parse_range(self.batch, "--batch")[0] < 1:
             raise ValueError("--batch must be at least 1")
         parse_range(self.lane_time, "--lane-time", float)
@@ -122,6 +125,10 @@ class CellConfig:
         p = parse_range(str(self.producers if self.producers is not None else default), "--producers")
         c = parse_range(str(self.consumers if self.consumers is not None else default), "--consumers")
         return p, c
+
+    def capacity_range(self, default: str) -> tuple[int, int]:
+        """--capacity as (MIN, MAX); ``default`` is the structure's."""
+        return parse_range(self.capacity if self.capacity is not None else default, "--capacity")
 
     @property
     def name(self) -> str:
@@ -158,6 +165,7 @@ class CellConfig:
             ("travel", "--travel"),
             ("spawn", "--spawn"),
             ("scan_delay", "--scan-delay"),
+            ("maxsize", "--maxsize"),
             ("broken", "--broken"),
         ):
             value = getattr(self, field)
@@ -197,6 +205,13 @@ MPMC_CROWD: dict[str, Any] = {"producers": "2:6", "consumers": "2:6", "travel": 
 # lanes: see adapters.ArrayAdapter).  Quick cells are shorter than mpmc's: 2 s.
 ARRAY_CROWD: dict[str, Any] = {"producers": "2:3", "consumers": "1:2", "travel": 0.0, "spawn": 0}
 ARRAY_QUICK: dict[str, Any] = dict(ARRAY_CROWD, duration=2.0, lane_time="0.6:1.5")
+# Queue lanes: 1-4 producers x 1-4 consumers drawn per lane (no travel lanes:
+# see adapters.QueueAdapter), in queues of 16 KiB-4 MiB (--capacity is bytes
+# for a queue) that wrap often, messages up to nearly all of one; half the
+# lanes with a maxsize (a producer SIGKILLed between its admission and its
+# publish leaves an admission that the next refused producer heals).
+QUEUE_CROWD: dict[str, Any] = {"producers": "1:4", "consumers": "1:4", "travel": 0.0, "spawn": 0}
+QUEUE_QUICK: dict[str, Any] = dict(QUEUE_CROWD, duration=2.2, lane_time="0.8:2", capacity="16384:1048576")
 
 SCENARIOS: dict[str, list[Scenario]] = {
     # Kills first: the slowest detection (a wedged consumer, --deadlock-after)
@@ -217,7 +232,11 @@ SCENARIOS: dict[str, list[Scenario]] = {
                 travel=0.5,
                 spawn=1,
             ),
-            {"mpmc": dict(MPMC_CROWD, duration=2.5, lane_time="0.8:2"), "array": ARRAY_QUICK},
+            {
+                "mpmc": dict(MPMC_CROWD, duration=2.5, lane_time="0.8:2"),
+                "array": ARRAY_QUICK,
+                "queue": dict(QUEUE_QUICK, maxsize="1:8"),
+            },
         ),
         Scenario(
             "calm",
@@ -233,7 +252,11 @@ SCENARIOS: dict[str, list[Scenario]] = {
                 travel=0.5,
                 spawn=1,
             ),
-            {"mpmc": dict(MPMC_CROWD, duration=2.5, lane_time="0.8:2"), "array": ARRAY_QUICK},
+            {
+                "mpmc": dict(MPMC_CROWD, duration=2.5, lane_time="0.8:2"),
+                "array": ARRAY_QUICK,
+                "queue": dict(QUEUE_QUICK, maxsize="1:8"),
+            },
         ),
     ],
     # Hours, by hand: every scenario per cell, round after round, new seeds.
@@ -242,12 +265,22 @@ SCENARIOS: dict[str, list[Scenario]] = {
         Scenario(
             "calm",
             dict(kill_rate=0.0, delay="off", lane_time="5:60"),
-            {"ring": dict(producers=3, consumers=3), "mpmc": MPMC_CROWD, "array": ARRAY_CROWD},
+            {
+                "ring": dict(producers=3, consumers=3),
+                "mpmc": MPMC_CROWD,
+                "array": ARRAY_CROWD,
+                "queue": dict(QUEUE_CROWD, maxsize="1:16"),
+            },
         ),
         Scenario(
             "delays",
             dict(kill_rate=0.0, delay="50:300", lane_time="5:60"),
-            {"ring": dict(producers=2, consumers=2), "mpmc": MPMC_CROWD, "array": ARRAY_CROWD},
+            {
+                "ring": dict(producers=2, consumers=2),
+                "mpmc": MPMC_CROWD,
+                "array": ARRAY_CROWD,
+                "queue": dict(QUEUE_CROWD, maxsize="1:16"),
+            },
         ),
         Scenario(
             "kills",
@@ -259,7 +292,12 @@ SCENARIOS: dict[str, list[Scenario]] = {
                 spawn=2,
                 scan_delay="200:2000",
             ),
-            {"ring": dict(producers=3, consumers=3), "mpmc": MPMC_CROWD, "array": ARRAY_CROWD},
+            {
+                "ring": dict(producers=3, consumers=3),
+                "mpmc": MPMC_CROWD,
+                "array": ARRAY_CROWD,
+                "queue": dict(QUEUE_CROWD, maxsize="1:16"),
+            },
         ),
         Scenario(
             "storm",
@@ -276,12 +314,13 @@ SCENARIOS: dict[str, list[Scenario]] = {
                 "ring": dict(producers=4, consumers=4),
                 "mpmc": dict(MPMC_CROWD, producers="4:6", consumers="4:6"),
                 "array": dict(ARRAY_CROWD, producers="3:5", consumers="2:3"),
+                "queue": dict(QUEUE_CROWD, producers="3:4", consumers="3:4", capacity="16384:262144"),
             },
         ),
         Scenario(
             "large",
             dict(kill_rate=1.0, delay="20:100", lane_time="5:60", sizes="large", max_ring_mib=128),
-            {"mpmc": MPMC_CROWD, "array": ARRAY_CROWD},
+            {"mpmc": MPMC_CROWD, "array": ARRAY_CROWD, "queue": QUEUE_CROWD},
         ),
     ],
 }

@@ -70,16 +70,31 @@ class Encoder:
         if length is None:
             length = self._rng.randint(0, body) if body else 0
         off = (seq * 2654435761) % (body + 1)
-        out[BODY_OFF : BODY_OFF + body] = self._pool[off : off + body]
-        buf = out.data
-        HEADER.pack_into(buf, 0, MAGIC, self.producer, seq, length)
-        TRAILER.pack_into(buf, self.slot_bytes - 8, trailer_word(self.producer, seq))
-        CRC.pack_into(buf, CRC_OFF, zlib.crc32(buf[BODY_OFF:], zlib.crc32(buf[:CRC_OFF])))
+        write_frame(out, self.producer, seq, self._pool[off : off + body], length)
+
+    def fill(self, rows: Bytes, first: int) -> None:
+        """Encode messages ``first``, ``first + 1``, ... into ``rows``, one a row."""
+        for i in range(len(rows)):
+            self.write(rows[i], first + i)
+
+
+def write_frame(out: Bytes, producer: int, seq: int, body: Bytes, length: int) -> None:
+    """Frame message ``seq`` of ``producer`` in ``out``, a writable uint8 row
+    of any size from OVERHEAD up, around ``body`` (its size less OVERHEAD)."""
+    n = out.shape[0]
+    out[BODY_OFF : n - 8] = body
+    buf = out.data
+    HEADER.pack_into(buf, 0, MAGIC, producer, seq, length)
+    TRAILER.pack_into(buf, n - 8, trailer_word(producer, seq))
+    CRC.pack_into(buf, CRC_OFF, zlib.crc32(buf[BODY_OFF:], zlib.crc32(buf[:CRC_OFF])))
 
 
 def verify(raw: Bytes) -> tuple[int, int, int]:
-    """Check one delivered slot; returns (producer, seq, length) or raises Corrupt."""
+    """Check one delivered slot (or a Queue lane's frame, of any size);
+    returns (producer, seq, length) or raises Corrupt."""
     n = raw.shape[0]
+    if n < OVERHEAD:
+        raise Corrupt(f"a frame of {n} bytes, shorter than its {OVERHEAD}-byte header and trailer")
     buf = raw.data
     magic, producer, seq, length = HEADER.unpack_from(buf, 0)
     if magic != MAGIC:

@@ -15,7 +15,10 @@ FORBIDDEN: dict[str, str] = {
     "lost": "a message its producer had published was never delivered (and no acceptable outcome covers it)",
     "duplicated": "a message was delivered more than once",
     "reordered": "messages of one producer (or of one lane, for single-producer structures) arrived out of order",
-    "corrupted": "a delivered message fails its checks: magic, length, trailer or checksum of the payload",
+    "corrupted": (
+        "a delivered message fails its checks: magic, length, trailer or checksum of the payload (queue: also "
+        "its type, dtype, shape, plain values or writability, or a record that does not even decode)"
+    ),
     "torn": (
         "an Array read() returned a copy that mixes two write()s (not one uniform value), or a write() found "
         "such data while the writer of its newer part lived (two writers at once)"
@@ -27,7 +30,8 @@ FORBIDDEN: dict[str, str] = {
     ),
     "miscounted": (
         "an Array counter's total is not what its actors logged (give or take the updates SIGKILLed actors "
-        "had in flight), or a counter went down"
+        "had in flight), or a counter went down; a Queue drained and left by all still counts messages "
+        "(qsize) or admissions (maxsize)"
     ),
     "lock_broken": (
         "two holders inside an Array's lock()/write() at once: a lost update of the counter incremented "
@@ -60,7 +64,10 @@ ACCEPTABLE: dict[str, str] = {
         "or between the last producer's close and the end of its lane (the consumer retries)"
     ),
     "transient_epipe": "BrokenPipeError between a killed consumer and its replacement",
-    "reserve_aborted": "a reserve() block that raised was never published (counted; delivering it is 'phantom')",
+    "reserve_aborted": (
+        "a reserve() block that raised was never published (queue: a put of a message larger than the queue "
+        "raised ValueError); counted; delivering it is 'phantom'"
+    ),
     "in_flight_update": (
         "Array: an adder (or lock holder) SIGKILLed with an update in flight: it landed or not, and the "
         "counter's total matches only with that choice"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,8 @@ from .config import CellConfig, parse_range, parse_sizes
 from .message import OVERHEAD
 
 MIB = 1024 * 1024
+RING_CAPACITY = "1:256"  # a ring lane's slots by default (--capacity)
+Crowd = tuple[tuple[int, int], tuple[int, int]]  # (MIN, MAX) producers, (MIN, MAX) consumers
 
 
 def log_uniform_int(rng: random.Random, lo: int, hi: int) -> int:
@@ -62,13 +65,18 @@ class LanePlan:
     # Array lanes: "seqlock" (writers and readers), "counter" (adders and
     # loaders) or "lock" (holders and observers); see array_actors.py.
     kind: str = ""
+    # Queue lanes (plan_queue_lane): ``capacity`` is the queue's bytes, its
+    # messages carry min_bytes..slot_bytes bytes of payload (queue_message.py),
+    # and it admits maxsize messages at once (0: no limit but its bytes).
+    min_bytes: int = 0
+    maxsize: int = 0
 
 
 def plan_lane(
     rng: random.Random,
     cfg: CellConfig,
     first: bool = False,
-    crowd: tuple[tuple[int, int], tuple[int, int]] | None = None,
+    crowd: Crowd | None = None,
 ) -> LanePlan:
     """``first``: the cell's first lane, which always travels when --travel is
     on; ``crowd``: for a structure with many producers and consumers per
@@ -84,7 +92,7 @@ def plan_lane(
     else:
         dtype, shape = "int64", (-(-need // 64), 8)
     slot_bytes = int(np.dtype(dtype).itemsize * math.prod(shape))
-    cap_lo, cap_hi = parse_range(cfg.capacity, "--capacity")
+    cap_lo, cap_hi = cfg.capacity_range(RING_CAPACITY)
     capacity = rng.choice((cap_lo, min(cap_hi, cap_lo + 1), log_uniform_int(rng, cap_lo, cap_hi)))
     capacity = max(1, min(capacity, cfg.max_ring_mib * MIB // slot_bytes))
     t_lo, t_hi = parse_range(cfg.lane_time, "--lane-time", float)
@@ -125,9 +133,20 @@ COUNTER_DTYPES = ("int32", "int64", "uint32", "uint64")  # the dtypes of Array's
 SEQLOCK_DTYPES = ("float64", "int64", "uint64")  # hold a version (us) * 65536 + a writer id exactly
 
 
-def plan_array_lane(
-    rng: random.Random, cfg: CellConfig, kind: str, crowd: tuple[tuple[int, int], tuple[int, int]]
-) -> LanePlan:
+def _crowd_life(rng: random.Random, cfg: CellConfig, crowd: Crowd) -> dict[str, Any]:
+    """The LanePlan fields of a crowded lane's life: lifetime, start order, crowd."""
+    t_lo, t_hi = parse_range(cfg.lane_time, "--lane-time", float)
+    return dict(
+        lifetime=rng.uniform(t_lo, t_hi),
+        producer_first=rng.random() < 0.5,
+        start_gap=rng.choice((0.0, rng.uniform(0, 0.2))),
+        producers=rng.randint(*crowd[0]),
+        consumers=rng.randint(*crowd[1]),
+        stagger=rng.choice((0.0, rng.uniform(0, 0.05))),
+    )
+
+
+def plan_array_lane(rng: random.Random, cfg: CellConfig, kind: str, crowd: Crowd) -> LanePlan:
     """One Array lane of ``kind``: its dtype and shape, life and crowd.
 
     seqlock: ``--sizes`` bytes of data (at least two elements), 1-D or 2-D;
@@ -143,19 +162,43 @@ def plan_array_lane(
     shape: tuple[int, ...] = (n,)
     if n % 2 == 0 and n > 2 and rng.random() < 0.5:
         shape = (2, n // 2)
-    t_lo, t_hi = parse_range(cfg.lane_time, "--lane-time", float)
     return LanePlan(
         capacity=1,
         dtype=dtype,
         shape=shape,
         slot_bytes=n * np.dtype(dtype).itemsize,
-        lifetime=rng.uniform(t_lo, t_hi),
-        producer_first=rng.random() < 0.5,
-        start_gap=rng.choice((0.0, rng.uniform(0, 0.2))),
-        producers=rng.randint(*crowd[0]),
-        consumers=rng.randint(*crowd[1]),
-        stagger=rng.choice((0.0, rng.uniform(0, 0.05))),
         kind=kind,
+        **_crowd_life(rng, cfg, crowd),
+    )
+
+
+QUEUE_CAPACITY = "16384:4194304"  # a Queue lane's bytes by default (--capacity): small, so it wraps often
+QUEUE_MIN_BYTES = 8192
+QUEUE_SLACK = 4096  # bytes of a queue kept for framing: pickle streams, dtypes, part tables, alignment
+QUEUE_FILL = (0.02, 0.1, 0.3, 0.6, 0.95)  # the largest message, as a share of the queue
+
+
+def plan_queue_lane(rng: random.Random, cfg: CellConfig, crowd: Crowd) -> LanePlan:
+    """One Queue lane: its bytes (log-uniform in ``--capacity``, at least
+    QUEUE_MIN_BYTES and at most ``--max-ring-mib``), the payload of its
+    messages (``--sizes``, up to a drawn share of the queue: in some lanes a
+    message may need nearly all of it), its maxsize (half the lanes, from
+    ``--maxsize``), life and crowd."""
+    cap_lo, cap_hi = cfg.capacity_range(QUEUE_CAPACITY)
+    cap_hi = max(QUEUE_MIN_BYTES, min(cap_hi, cfg.max_ring_mib * MIB))
+    capacity = log_uniform_int(rng, max(cap_lo, QUEUE_MIN_BYTES), cap_hi)
+    lo, hi = parse_sizes(cfg.sizes)
+    hi = max(OVERHEAD, min(hi, int(rng.choice(QUEUE_FILL) * (capacity - QUEUE_SLACK))))
+    m_lo, m_hi = parse_range(cfg.maxsize, "--maxsize")
+    maxsize = rng.choice((0, rng.randint(m_lo, m_hi))) if m_hi else 0
+    return LanePlan(
+        capacity=capacity,
+        dtype="uint8",
+        shape=(hi,),
+        slot_bytes=hi,
+        min_bytes=min(lo, hi),
+        maxsize=maxsize,
+        **_crowd_life(rng, cfg, crowd),
     )
 
 
@@ -199,12 +242,15 @@ class Call:
 
 
 class Schedule:
-    """The stream of calls and pauses of one actor."""
+    """The stream of calls and pauses of one actor.  ``timed_batches``: the
+    structure's batch calls take a timeout (Queue), so the non-blocking share
+    of them get one (and may move only part of the batch)."""
 
-    def __init__(self, seed: int, temper: Temperament, producer: bool, now: float):
+    def __init__(self, seed: int, temper: Temperament, producer: bool, now: float, timed_batches: bool = False):
         self.rng = random.Random(seed)
         self.t = temper
         self.producer = producer
+        self.timed_batches = timed_batches
         self._burst_left = 0
         self._next_stall = self._draw_stall(now)
 
@@ -223,6 +269,8 @@ class Schedule:
             if rng.random() < 0.5:
                 return Call("copy_nowait", 1, None)
             return Call("copy_timeout", 1, rng.choice((0.0, 0.0005, 0.005)))
+        if many and self.timed_batches and rng.random() < t.nonblocking:
+            return Call("copy_many", k, rng.choice((0.0, 0.005, 0.05)))
         return Call("copy_many" if many else "copy", k, None)
 
     def pause(self, now: float) -> tuple[float, bool]:

@@ -645,3 +645,64 @@ def test_threads_share_one_handle_as_with_multiprocessing(sync: str, name: str) 
     q.close()
     assert not errors, errors
     assert sorted(got) == [(me, i) for me in range(4) for i in range(n)]
+
+
+# -- regressions the stress harness found ------------------------------------------------------
+
+
+def test_put_many_says_how_many_went_in_when_the_consumers_leave_part_way(name: str) -> None:
+    with shmring.Queue(3, name=name) as q:
+        consumer = shmring.Queue.attach(name)
+        with pytest.raises(queue.Empty):
+            consumer.get_nowait()  # a consumer was there...
+        consumer.close()  # ... and is gone
+        assert q.put_many([b"a", b"b", b"c", b"d", b"e"]) == 3  # not BrokenPipeError: 3 went in
+        with pytest.raises(BrokenPipeError):
+            q.put_many([b"f"])
+
+
+def put_forever(q: shmring.Queue) -> None:
+    i = 0
+    while True:
+        q.put(i.to_bytes(8, "little"))
+        i += 1
+
+
+def test_qsize_stays_exact_after_producers_are_killed_anywhere(name: str) -> None:
+    """qsize() counts the records themselves: a producer SIGKILLed between
+    any two of its steps cannot leave it off by one."""
+    with shmring.Queue(name=name, capacity=1 << 12) as q:
+        for round_ in range(12):
+            child = FORK.Process(target=put_forever, args=(q,))
+            child.start()
+            time.sleep(0.01 + 0.003 * round_)
+            os.kill(child.pid or 0, signal.SIGKILL)
+            child.join(30)
+            n = q.qsize()
+            got = q.get_many(10_000, timeout=5) if n else []
+            assert len(got) == n, f"qsize said {n}, the queue held {len(got)}"
+            assert q.qsize() == 0 and q.empty()
+
+
+def test_a_producer_killed_mid_message_gives_its_admission_back(name: str) -> None:
+    """maxsize=1: a producer SIGKILLed inside its message's copy held the
+    one admission; the next put finds it dead and takes the room back."""
+    with shmring.Queue(1, name=name, capacity=128 << 20) as q:
+        q.put(b"x")
+        assert q.get() == b"x"  # we are a consumer (so no EOF) and a producer
+        mapping = q._region.mapping  # type: ignore[union-attr]
+        for _ in range(8):
+            head = _core.load64(mapping, L.HEAD_OFF)
+            child = FORK.Process(target=write_a_big_record_slowly, args=(q, 100 << 20))
+            child.start()
+            while _core.load64(mapping, L.HEAD_OFF) == head and child.is_alive():
+                pass  # the child was admitted and has claimed its slots
+            os.kill(child.pid or 0, signal.SIGKILL)
+            child.join(30)
+            if q.qsize() == 0:  # killed inside the copy: its admission is the dead's
+                break
+            q.get()  # too late: it was published
+        else:
+            pytest.fail("never killed a producer inside its message")
+        q.put(b"after", timeout=10)  # healed: not queue.Full for ever
+        assert q.get(timeout=10) == b"after"

@@ -36,7 +36,7 @@
 
 static mpmc_t m;
 static queue_t q;
-static a64 head, tail, seqs[CAPACITY], records[CAPACITY], claims[ACTORS][2], count, admitted, room;
+static a64 head, tail, seqs[CAPACITY], records[CAPACITY], claims[ACTORS][2], admitted, room;
 static a32 consumer_waiters, producer_waiters;
 static _Alignas(64) char data[CAPACITY * SLOT];
 static _Atomic int alive[ACTORS];
@@ -186,7 +186,7 @@ main(void)
     read_test_environment();
     m = (mpmc_t){&head, &tail, &consumer_waiters, &producer_waiters, seqs, data, CAPACITY, SLOT,
                  MPMC_ABANDONED | MPMC_BODY, Q_INDEX_LIMIT};
-    q = (queue_t){&m, records, &count, &admitted, &room, MAXSIZE};
+    q = (queue_t){&m, records, &admitted, &room, MAXSIZE};
     mpmc_init(&m);
     pthread_t t[ACTORS];
     for (int a = 0; a < ACTORS; a++) {
