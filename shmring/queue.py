@@ -169,9 +169,14 @@ def decode_parts(kind: int, pieces: list[memoryview]) -> Any:
 class _Signals:
     """sync="semaphore": where blocked producers and consumers sleep, two
     posix_ipc semaphores named after the queue's semaphore id.  They are
-    wake-up hints (a put posts "full" when no post is pending, a get posts
-    "free"); the records are the truth, so a post lost with a dead process
-    costs one bounded wait."""
+    wake-up hints, the records the truth: every put posts "full" and every
+    get posts "free", each taking one post of the other kind back, so the
+    counts stay near the number of messages; a side about to sleep nudges
+    the other (posts if none is pending): a producer for what its put_many
+    put so far, a consumer for the pads and remains its get freed on the way
+    to nothing (without that nudge the stress harness saw a producer and a
+    consumer wait 0.1 s on each other at every wrap).  A post lost with a
+    dead process costs one bounded wait."""
 
     def __init__(self, sem_id: int, create: bool, mode: int) -> None:
         free, full = _semaphore.names(sem_id, ("free", "full"))
@@ -185,8 +190,20 @@ class _Signals:
 
     @staticmethod
     def post(sem: posix_ipc.Semaphore) -> None:
+        sem.release()
+
+    @staticmethod
+    def nudge(sem: posix_ipc.Semaphore) -> None:
+        """Post only if no post is pending: a wake-up for a sleeper that has
+        none coming, which adds at most one post however often it is called."""
         if sem.value == 0:
             sem.release()
+
+    @staticmethod
+    def drain(sem: posix_ipc.Semaphore) -> None:
+        """Take one post back if there is one (no wait)."""
+        with contextlib.suppress(posix_ipc.BusyError):
+            sem.acquire(0)
 
     @staticmethod
     def wait(sem: posix_ipc.Semaphore, timeout: float) -> None:
@@ -320,7 +337,7 @@ class Queue(Channel):
         if not self._q_put(kind, parts):
             self._put_wait(lambda: self._q_put(kind, parts), payload_len(parts), block, timeout)
         if self._signals is not None:
-            self._signals.post(self._signals.full)
+            self._after_put()
 
     def _put_wait(self, op: Callable[[], bool], nbytes: int, block: bool, timeout: float | None) -> None:
         """Wait for room and retry ``op`` until it succeeds (see put)."""
@@ -333,6 +350,10 @@ class Queue(Channel):
                 if op():
                     return
                 continue
+            if self._signals is not None:
+                # Wake consumers for what a put_many put so far (it posts
+                # once at its end): they make the room we wait for.
+                self._signals.nudge(self._signals.full)
             if not block or not self._sleep(lambda t: self._await_room(nbytes, t), deadline):
                 raise queue.Full
             if op():
@@ -403,7 +424,7 @@ class Queue(Channel):
             if not done:
                 raise
         if self._signals is not None:
-            self._signals.post(self._signals.full)
+            self._after_put()
         return done
 
     # -- consuming --------------------------------------------------------------------------
@@ -475,6 +496,10 @@ class Queue(Channel):
                 if got is not None:
                     return got
                 continue
+            if self._signals is not None:
+                # Our get may have freed pads or a dead producer's remains on
+                # the way to nothing: that is room a producer may wait for.
+                self._signals.nudge(self._signals.free)
             if not block or not self._sleep(self._await_items, deadline):
                 raise queue.Empty
             got = op()
@@ -487,14 +512,23 @@ class Queue(Channel):
         else:
             self._signals.wait(self._signals.full, timeout)
 
+    def _after_put(self) -> None:
+        """Semaphore flavour: wake a consumer; take back a stale "free" post."""
+        s = self._signals
+        assert s is not None
+        s.post(s.full)
+        s.drain(s.free)
+
     def _after_get(self) -> None:
-        """Semaphore flavour: wake a producer, and pass a wake-up on to the
-        next sleeping consumer while messages remain."""
+        """Semaphore flavour: wake a producer, take back a stale "full" post,
+        and pass a wake-up on to the next sleeping consumer while messages
+        remain (a put_many posts once)."""
         s = self._signals
         assert s is not None
         s.post(s.free)
+        s.drain(s.full)
         if self._q_count(1)[0]:
-            s.post(s.full)
+            s.nudge(s.full)
 
     def _lend(self, block: bool, timeout: float | None) -> Any:
         """borrow()'s enter: claim the next record, the object over views."""

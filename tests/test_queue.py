@@ -706,3 +706,37 @@ def test_a_producer_killed_mid_message_gives_its_admission_back(name: str) -> No
             pytest.fail("never killed a producer inside its message")
         q.put(b"after", timeout=10)  # healed: not queue.Full for ever
         assert q.get(timeout=10) == b"after"
+
+
+def put_sizes(q: shmring.Queue, sizes: list[int]) -> None:
+    for size in sizes:
+        q.put(b"x" * size)
+    q.close()
+
+
+def test_the_semaphore_flavour_wakes_producers_for_pads_it_frees(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages of a third to nearly all of the queue: most puts wrap, so a
+    pad is claimed and the record must wait for the consumer to free the
+    pad too.  A get that frees a pad on its way to nothing must wake the
+    producer; it did not, and each message cost a 0.1 s timeout on both
+    sides (the stress harness's large-message cells ran at 26 messages/s)."""
+    long_waits = FORK.Value("i", 0)
+    wait = shmring.queue._Signals.wait
+
+    def timed_wait(sem: Any, timeout: float) -> None:
+        t0 = time.monotonic()
+        wait(sem, timeout)
+        if time.monotonic() - t0 >= 0.09:
+            with long_waits.get_lock():
+                long_waits.value += 1
+
+    monkeypatch.setattr(shmring.queue._Signals, "wait", staticmethod(timed_wait))
+    rng = np.random.default_rng(1)
+    sizes = [int(s) for s in rng.integers(40_000, 130_000, 100)]
+    with shmring.Queue(name=name, capacity=2178 * 64, sync="semaphore") as q:
+        child = FORK.Process(target=put_sizes, args=(q, sizes))
+        child.start()
+        got = [len(q.get(timeout=30)) for _ in sizes]  # timed: the wait in the parent is counted too
+        child.join(30)
+    assert got == sizes
+    assert long_waits.value <= 20, f"{long_waits.value} waits ran to their 0.1 s timeout for 100 messages"
