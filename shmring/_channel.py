@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -104,18 +103,6 @@ class Channel(SharedHandle, _core.SpscRing):
             region.close()
             region.unlink()
             raise
-
-    @classmethod
-    def _attach_as(cls, name: str, backend: str, timeout: float, kind: int, check: Callable[[L.Geometry], Any]) -> Any:
-        """A new handle of ``cls`` on the existing region ``name`` (see _naming.attach)."""
-        region, geo, holder = _naming.attach(name, backend, timeout, kind, check)
-        try:
-            handle = cls.__new__(cls)
-            handle._open(region, geo, holder)
-        except BaseException:
-            region.close()
-            raise
-        return handle
 
     def _open(self, region: Region, geo: L.Geometry, holder: int, sems: Any = None) -> None:
         assert region.mapping is not None

@@ -4,9 +4,11 @@ Array inherit it; each closes in its own way (``close``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from . import _layout as L
+from . import _naming
 from ._region import Region
 
 
@@ -21,6 +23,24 @@ class SharedHandle:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def _open(self, region: Region, geo: L.Geometry, holder: int) -> None:
+        """Take over a mapped region whose holder entry is ``holder``."""
+        raise NotImplementedError
+
+    @classmethod
+    def _attach_as(
+        cls, name: str, backend: str, timeout: float, kind: int, check: Callable[[L.Geometry], Any] | None = None
+    ) -> Any:
+        """A new handle of ``cls`` on the existing region ``name`` (see _naming.attach)."""
+        region, geo, holder = _naming.attach(name, backend, timeout, kind, check)
+        try:
+            handle = cls.__new__(cls)
+            handle._open(region, geo, holder)
+        except BaseException:
+            region.close()
+            raise
+        return handle
 
     @property
     def name(self) -> str | None:

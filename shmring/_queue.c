@@ -107,7 +107,15 @@ q_consumer(SpscRing *r)
     return check_consumer_call(r, 0) < 0 ? NULL : q_claim_words(r, ROLE_CONSUMER);
 }
 
-
+/* Claim the next record with claim words c (q_next): 1, 0 (none ready) or
+ * -1 with LayoutError set. */
+static int
+q_next_or_raise(SpscRing *r, mpmc_claim_t c, q_rec_t *rec)
+{
+    int got = q_next(&r->qq, c, rec);
+    if (got < 0) q_corrupt(r, rec->pos);
+    return got;
+}
 
 
 /* _q_bind(admitted_off, room_off, record_off, maxsize, fast): make a bound
@@ -365,10 +373,9 @@ PyObject *
 qring_get(SpscRing *r, PyObject *unused)
 {
     mpmc_claim_t *c = q_consumer(r);
-    if (c == NULL) return NULL;
     q_rec_t rec;
-    int got = q_next(&r->qq, *c, &rec);
-    if (got < 0) return q_corrupt(r, rec.pos), NULL;
+    int got = c == NULL ? -1 : q_next_or_raise(r, *c, &rec);
+    if (got < 0) return NULL;
     if (got == 0) Py_RETURN_NONE;
     return q_take(r, *c, &rec);
 }
@@ -384,11 +391,8 @@ qring_get_many(SpscRing *r, PyObject *arg)
     PyObject *out = NULL;
     for (Py_ssize_t i = 0; i < max; i++) {
         q_rec_t rec;
-        int got = q_next(&r->qq, *c, &rec);
-        if (got < 0) {
-            q_corrupt(r, rec.pos);
-            goto fail;
-        }
+        int got = q_next_or_raise(r, *c, &rec);
+        if (got < 0) goto fail;
         if (got == 0) break;
         PyObject *item = q_take(r, *c, &rec);
         if (item == NULL) goto fail;
@@ -416,10 +420,9 @@ PyObject *
 qring_peek(SpscRing *r, PyObject *unused)
 {
     mpmc_claim_t *c = q_consumer(r);
-    if (c == NULL) return NULL;
     q_rec_t rec;
-    int got = q_next(&r->qq, *c, &rec);
-    if (got < 0) return q_corrupt(r, rec.pos), NULL;
+    int got = c == NULL ? -1 : q_next_or_raise(r, *c, &rec);
+    if (got < 0) return NULL;
     if (got == 0) Py_RETURN_NONE;
     const char *payload = mpmc_slot(&r->m, rec.pos) + Q_HEADER;
     PyObject *parts = q_parts(r, &rec, payload);
@@ -560,10 +563,9 @@ q_get_fast(SpscRing *r, PyObject *block, PyObject *timeout)
         goto slow;
     }
     mpmc_claim_t *c = q_claim_words(r, ROLE_CONSUMER);
-    if (c == NULL) return NULL;
     q_rec_t rec;
-    int got = q_next(&r->qq, *c, &rec);
-    if (got < 0) return q_corrupt(r, rec.pos), NULL;
+    int got = c == NULL ? -1 : q_next_or_raise(r, *c, &rec);
+    if (got < 0) return NULL;
     if (got == 0) goto slow;
     PyObject *entry = q_take(r, *c, &rec);
     if (entry == NULL || PyBytes_CheckExact(entry)) return entry;

@@ -110,13 +110,7 @@ class Array(SharedHandle):
     def attach(cls, name: str, *, backend: str = "shm", timeout: float = 0) -> Array:
         """Open an existing Array by name (a path for ``backend="file"``),
         waiting up to ``timeout`` seconds for it to appear."""
-        region, geo, holder = _naming.attach(name, backend, timeout, L.KIND_ARRAY)
-        try:
-            array = cls.__new__(cls)
-            array._open(region, geo, holder)
-        except BaseException:
-            region.close()
-            raise
+        array: Array = cls._attach_as(name, backend, timeout, L.KIND_ARRAY)
         return array
 
     def _open(self, region: Region, geo: L.Geometry, holder: int, sem: Any = None) -> None:

@@ -141,19 +141,22 @@ SWEEP = textwrap.dedent(
 )
 
 
+def sweep(script: str, name: str, start: int, stop: int) -> None:
+    """Run a corruption sweep over bytes [start, stop) in a child interpreter:
+    it must exit normally having survived every byte."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, name, str(start), str(stop)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"survived {stop - start}" in proc.stdout
+
+
 @pytest.mark.parametrize("chunk", range(4))
 def test_corrupting_any_header_byte_raises_and_never_crashes(name: str, chunk: int) -> None:
     """Every byte of the header page, set to 0x00, 0xFF and a random value:
     attach and every operation either work or raise; the interpreter lives."""
     step = L.HEADER_SIZE // 4
-    proc = subprocess.run(
-        [sys.executable, "-c", SWEEP, name, str(chunk * step), str((chunk + 1) * step)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"survived {step}" in proc.stdout
+    sweep(SWEEP, name, chunk * step, (chunk + 1) * step)
 
 
 QUEUE_SWEEP = textwrap.dedent(
@@ -203,21 +206,6 @@ def test_corrupting_any_byte_of_a_queue_raises_and_never_crashes(name: str, chun
     step = L.HEADER_SIZE // 4
     spans = [(c * step, (c + 1) * step) for c in range(4)]
     spans.append((L.SEQ_OFFSET, L.SEQ_OFFSET + geo.capacity * 16))  # sequence and record words
-    start, stop = spans[chunk]
-    proc = subprocess.run(
-        [sys.executable, "-c", QUEUE_SWEEP, name, str(start), str(stop)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"survived {stop - start}" in proc.stdout
+    sweep(QUEUE_SWEEP, name, *spans[chunk])
     if chunk == 4:  # and the two records' first bytes: headers, part tables, pickle stream
-        data = geo.data_offset
-        proc = subprocess.run(
-            [sys.executable, "-c", QUEUE_SWEEP, name, str(data), str(data + 256)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        sweep(QUEUE_SWEEP, name, geo.data_offset, geo.data_offset + 256)
