@@ -7,6 +7,7 @@ name starts with an underscore is private.
 from __future__ import annotations
 
 from ._endpoints import Endpoint
+from ._stats import Statistics
 from .array import Array
 from .errors import ClosedError, LayoutError, RoleError, ShmringError
 from .queue import Queue
@@ -21,6 +22,7 @@ __all__ = [
     "Ring",
     "RoleError",
     "ShmringError",
+    "Statistics",
     "__version__",
 ]
 __version__ = "0.1.0"

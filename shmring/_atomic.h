@@ -73,7 +73,8 @@ enum broken_variant {
     BROKEN_RELAXED_PUBLISH,     /* model aarch64: half the slot's stores land after the index */
     BROKEN_OVERWRITE_UNRELEASED, /* producer believes it has one more slot than it has */
     BROKEN_SKIP_ABANDONED_CHECK, /* MPMC consumer delivers a dead producer's hole as an item */
-    BROKEN_FREE_BEFORE_COPY      /* Queue consumer frees a record's slots, then copies it out */
+    BROKEN_FREE_BEFORE_COPY,     /* Queue consumer frees a record's slots, then copies it out */
+    BROKEN_UNCOUNTED_TAKE        /* Queue consumer takes a message without counting it in the statistics */
 };
 
 static int broken = BROKEN_NONE;
@@ -135,6 +136,7 @@ read_test_environment(void)
         else if (strcmp(b, "overwrite_unreleased") == 0) broken = BROKEN_OVERWRITE_UNRELEASED;
         else if (strcmp(b, "skip_abandoned_check") == 0) broken = BROKEN_SKIP_ABANDONED_CHECK;
         else if (strcmp(b, "free_before_copy") == 0) broken = BROKEN_FREE_BEFORE_COPY;
+        else if (strcmp(b, "uncounted_take") == 0) broken = BROKEN_UNCOUNTED_TAKE;
     }
 }
 

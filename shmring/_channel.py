@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _lifetime, _naming, _semaphore
+from . import _core, _lifetime, _naming, _semaphore, _stats
 from . import _layout as L
 from ._endpoints import CONSUMER, HOLDER, PRODUCER, Endpoint, EndpointTable, process_start_time
 from ._handle import SharedHandle
 from ._region import Region
+from ._stats import Statistics
 
 __all__ = ["LIVENESS_INTERVAL_S", "Channel", "deadline", "init_sequence_words", "positive_int"]
 
@@ -225,13 +226,23 @@ class Channel(SharedHandle, _core.SpscRing):
             if now - self._stuck_since < LIVENESS_INTERVAL_S:
                 return False
         claims = self._table.live_claims(PRODUCER if role == CONSUMER else CONSUMER)
-        repaired = False
+        repaired = 0
         for p in range(pos, pos + n):
             if any(start <= p < end for start, end in claims):
                 break  # a live claimer: it will finish (and so in order after it)
-            repaired |= self._repair(role, p)
+            repaired += self._repair(role, p)
         self._stuck_at = None
-        return repaired
+        if repaired:
+            self._count(L.ABANDONED_OFF, repaired)
+            if role == CONSUMER and self._geo.kind == L.KIND_RING:
+                self._count(L.HOLES_OFF, repaired)  # a dead producer's slots: holes that carry no item
+        return bool(repaired)
+
+    def _count(self, off: int, n: int = 1) -> None:
+        """Bump one of the region's statistics words (see _stats.py)."""
+        mapping = self._region.mapping if self._region is not None else None
+        if mapping is not None:
+            _core.fetch_add64(mapping, off, n)
 
     def _sleep(self, wait: Any, deadline: float | None) -> bool:
         """One bounded wait; False once the deadline has passed."""
@@ -249,6 +260,15 @@ class Channel(SharedHandle, _core.SpscRing):
         """The attached producers and consumers, as the header records them."""
         self._check_open()
         return self._table.entries()
+
+    def statistics(self) -> Statistics:
+        """What went through this region since its creation, what is in it
+        and who is attached: a snapshot shared by every handle (see
+        ``shmring.Statistics``).  Reading it costs no put or get anything."""
+        self._check_open()
+        fill = self._q_count()[0] if self._geo.kind == L.KIND_QUEUE else 0  # a Queue's is a walk of its records
+        assert self._region is not None and self._region.mapping is not None
+        return _stats.collect(self._region.mapping, self._geo, fill)
 
     def close(self) -> None:
         """Leave as producer/consumer (peers see EOF/EPIPE at once) and unmap.

@@ -1336,7 +1336,7 @@ core_test_config(PyObject *m, PyObject *unused)
 {
     /* In the order of enum broken_variant (_atomic.h); anything past it reads as "?". */
     static const char *const names[] = {"", "publish_before_copy", "relaxed_publish", "overwrite_unreleased",
-                                        "skip_abandoned_check", "free_before_copy"};
+                                        "skip_abandoned_check", "free_before_copy", "uncounted_take"};
     const char *name = (size_t)broken < sizeof names / sizeof names[0] ? names[broken] : "?";
     return Py_BuildValue("{s:s,s:I,s:I}", "broken", name, "delay_permille", delay_permille,
                          "delay_max_us", delay_max_us);

@@ -274,7 +274,7 @@ class EndpointTable:
             if tok == token and r == role and state == STATE_ACTIVE:
                 if word_alive(word):
                     return True
-                self._free(slot, word, tok)  # dead, whoever frees it
+                self._reap(slot, word, tok)  # dead, whoever frees it
                 return False
         return False
 
@@ -321,6 +321,14 @@ class EndpointTable:
         _core.cas64(self._buf, off + L.ENDPOINT_TOKEN, token, 0)
         _window("cleared")
         return _core.cas64(self._buf, off + L.ENDPOINT_WORD, word, 0) == word
+
+    def _reap(self, slot: int, word: int, token: int) -> bool:
+        """Free an entry met dead or leaving; a dead process's counts in the
+        region's statistics (REAPED_OFF) when this call freed it."""
+        freed = self._free(slot, word, token)
+        if freed and not word_alive(word):
+            _core.fetch_add64(self._buf, L.REAPED_OFF, 1)
+        return freed
 
     def _decrement_hint(self, role: int) -> None:
         off = _LIVE_OFF[role]
@@ -406,7 +414,7 @@ class EndpointTable:
                 # Dead, or leaving: whoever frees it.  Finishing someone's
                 # FREEING entry is harmless (every step is a CAS on exact
                 # values), and frees the entry of a freer that died half-way.
-                self._free(*row)
+                self._reap(*row)
             else:
                 yield row
 
@@ -415,7 +423,7 @@ class EndpointTable:
         if os.environ.get("SHMRING_BROKEN") == "ignore_dead_producer":
             return 0  # deliberately broken variant for the stress harness's own tests
         return sum(
-            self._free(*row)
+            self._reap(*row)
             for row in self._rows()
             if unpack_word(row[1])[2] == STATE_FREEING or not word_alive(row[1])
         )

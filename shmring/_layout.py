@@ -72,10 +72,12 @@ IMMUTABLE_END = 512
 # --- producer line: written by the producer on every put ---------------------
 HEAD_OFF = 512  # Q   next index to write (free-running)
 CACHED_TAIL_OFF = 520  # Q   producer's last view of TAIL (saves reading the consumer's line)
+QUEUE_IN_OFF = 528  # 2Q  Queue statistics: messages put, payload bytes put (relaxed counters)
 
 # --- consumer line: written by the consumer on every get ---------------------
 TAIL_OFF = 640  # Q   next index to read (free-running)
 CACHED_HEAD_OFF = 648  # Q   consumer's last view of HEAD
+QUEUE_OUT_OFF = 656  # 2Q  Queue statistics: messages taken, payload bytes taken
 
 # --- waiter line: written only around sleeping --------------------------------
 CONSUMER_WAITERS_OFF = 768  # I   epoch << 16 | consumers asleep on HEAD's low half
@@ -100,6 +102,11 @@ CONSUMER_OWNER_OFF = 920  # Q   single-consumer rings: likewise
 REMOVER_OFF = 928  # Q   identity word (pid, start time) of the process about to unlink the name (0: none)
 PRODUCER_LOCK_OFF = 936  # Q   sync="semaphore", several producers: identity word of the lock's holder (0: free)
 CONSUMER_LOCK_OFF = 944  # Q   likewise, the consumers' lock
+# statistics of rare events (see _stats.py), bumped by whoever handles one
+HOLES_OFF = 952  # Q   multi rings: positions published with no item (aborted reserve, dead producer)
+ABANDONED_OFF = 960  # Q   slots of dead processes' claims that a survivor repaired
+REAPED_OFF = 968  # Q   dead processes' endpoint entries that a survivor freed
+TAKEOVERS_OFF = 976  # Q   locks taken over from a dead holder (Array, semaphore side locks)
 
 # --- endpoint table -----------------------------------------------------------
 ENDPOINTS_OFF = 1024
@@ -134,10 +141,10 @@ WORD_STATE_SHIFT, WORD_STATE_BITS = 25, 2
 WORD_START_SHIFT = 27  # start time kept modulo 2**37 ticks (43 years at 100 Hz)
 
 _LINES = [
-    (HEAD_OFF, CACHED_TAIL_OFF),
-    (TAIL_OFF, CACHED_HEAD_OFF),
-    (CONSUMER_WAITERS_OFF, PRODUCER_WAITERS_OFF),
-    (PRODUCERS_EVER_OFF, CONSUMER_LOCK_OFF),
+    (HEAD_OFF, QUEUE_IN_OFF + 8),
+    (TAIL_OFF, QUEUE_OUT_OFF + 8),
+    (CONSUMER_WAITERS_OFF, QUEUE_ROOM_OFF),
+    (PRODUCERS_EVER_OFF, TAKEOVERS_OFF),
 ]
 for _first, _last in _LINES:
     assert _first % LINE == 0 and _last // LINE == _first // LINE, "group must own one 128-byte line"
@@ -157,6 +164,12 @@ for _off in (
     CONSUMER_LOCK_OFF,
     QUEUE_ADMITTED_OFF,
     QUEUE_ROOM_OFF,
+    QUEUE_IN_OFF,
+    QUEUE_OUT_OFF,
+    HOLES_OFF,
+    ABANDONED_OFF,
+    REAPED_OFF,
+    TAKEOVERS_OFF,
 ):
     assert _off % 8 == 0
 for _off in (CONSUMER_WAITERS_OFF, PRODUCER_WAITERS_OFF, PRODUCERS_LIVE_OFF, CONSUMERS_LIVE_OFF):

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import _core
+from . import _layout as L
 from ._endpoints import own_identity, word_alive
 
 LIVENESS_INTERVAL_S = 0.1  # longest sleep before a waiter looks at the holder
@@ -141,6 +142,7 @@ class Lock:
                 # Slept a whole interval behind a dead holder: take over.
                 if _core.cas64(self._buf, self._off, seen, me) == seen:
                     self.holder_died = True
+                    _core.fetch_add64(self._buf, L.TAKEOVERS_OFF, 1)  # the region's statistics
                     if self._on_takeover is not None:
                         self._on_takeover()
                     return True

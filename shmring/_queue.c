@@ -118,25 +118,29 @@ q_next_or_raise(SpscRing *r, mpmc_claim_t c, q_rec_t *rec)
 }
 
 
-/* _q_bind(admitted_off, room_off, record_off, maxsize, fast): make a bound
- * multi ring a Queue's.  The two words are in the header, the record words
- * (one per slot) between the sequence words and the data area.  `fast`:
- * put/get may finish in the core (the lock-free flavour; the semaphore
- * flavour's wake-ups are in Python). */
+/* _q_bind(admitted_off, room_off, record_off, maxsize, fast, in_off=0, out_off=0):
+ * make a bound multi ring a Queue's.  The two words are in the header, the
+ * record words (one per slot) between the sequence words and the data area.
+ * `fast`: put/get may finish in the core (the lock-free flavour; the
+ * semaphore flavour's wake-ups are in Python).  in_off/out_off: the two
+ * statistics words of each side (0: not counted). */
 PyObject *
 qring_bind(SpscRing *r, PyObject *args)
 {
-    Py_ssize_t off[2], rec_off;
+    Py_ssize_t off[4] = {0, 0, 0, 0}, rec_off;
     unsigned long long maxsize;
     int fast;
-    if (!PyArg_ParseTuple(args, "nnnKp:_q_bind", &off[0], &off[1], &rec_off, &maxsize, &fast)) return NULL;
+    if (!PyArg_ParseTuple(args, "nnnKp|nn:_q_bind", &off[0], &off[1], &rec_off, &maxsize, &fast, &off[2], &off[3]))
+        return NULL;
     if (!r->bound || !r->multi) {
         PyErr_SetString(PyExc_ValueError, "not a bound multi ring");
         return NULL;
     }
     Py_ssize_t seq_off = (char *)r->m.seq - r->q.base, data_off = r->m.data - r->q.base;
-    for (int i = 0; i < 2; i++) {
-        if (off[i] < 0 || off[i] % 8 != 0 || off[i] + 8 > seq_off) {
+    for (int i = 0; i < 4; i++) {
+        Py_ssize_t width = i < 2 ? 8 : 16;
+        if (i >= 2 && off[i] == 0) continue;
+        if (off[i] < 0 || off[i] % 8 != 0 || off[i] > seq_off - width) {
             raise_layout("queue word at %zd is not in the header", off[i]);
             return NULL;
         }
@@ -151,8 +155,13 @@ qring_bind(SpscRing *r, PyObject *args)
         raise_layout("a queue's slots are multiples of 16 bytes, not %zu", r->m.slot_size);
         return NULL;
     }
-    r->qq = (queue_t){&r->m, (a64 *)(r->q.base + rec_off), (a64 *)(r->q.base + off[0]),
-                      (a64 *)(r->q.base + off[1]), maxsize};
+    r->qq = (queue_t){&r->m,
+                      (a64 *)(r->q.base + rec_off),
+                      (a64 *)(r->q.base + off[0]),
+                      (a64 *)(r->q.base + off[1]),
+                      maxsize,
+                      off[2] ? (a64 *)(r->q.base + off[2]) : NULL,
+                      off[3] ? (a64 *)(r->q.base + off[3]) : NULL};
     r->q_fast = fast;
     r->m.flags = MPMC_ABANDONED | MPMC_BODY;
     r->m.limit = Q_INDEX_LIMIT;

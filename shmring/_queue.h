@@ -71,7 +71,22 @@ typedef struct {
     a64 *admitted;     /* maxsize > 0: version << 32 | records admitted and not yet taken (q_admit) */
     a64 *room;         /* bumped when a consumer frees slots: producers sleep on it */
     uint64_t maxsize;  /* records admitted at once (0: no limit) */
+    a64 *count_in;     /* statistics, or NULL: messages put, payload bytes put (two words) */
+    a64 *count_out;    /* likewise taken */
 } queue_t;
+
+/* Add one message of len bytes to a pair of statistics words.  Relaxed: a
+ * count that orders nothing (readers only report it).  Both sides count at
+ * their claim, so a process killed between its claim and its count leaves
+ * it one short, and a producer killed while copying a counted message one
+ * over (its remains are never taken). */
+static inline void
+q_count_message(a64 *words, uint64_t len)
+{
+    if (words == NULL) return;
+    atomic_fetch_add_explicit(&words[0], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&words[1], len, memory_order_relaxed);
+}
 
 typedef struct {
     const char *buf;
@@ -404,6 +419,7 @@ q_next(queue_t *qq, mpmc_claim_t c, q_rec_t *rec)
         return -1;
     }
     rec->nparts = (uint32_t)(h[1] >> 32);
+    if (broken != BROKEN_UNCOUNTED_TAKE) q_count_message(qq->count_out, rec->len);
     return 1;
 }
 
@@ -445,6 +461,10 @@ q_put_begin(queue_t *qq, mpmc_claim_t c, uint64_t len, uint64_t *pos, uint64_t *
     }
     *k = q_slots(qq, len);
     int got = q_claim_put(qq, c, *k, idle, pos);
+    /* Counted at the claim, where our claiming CAS has just drained the
+     * store buffer and owns head's line: after the copy, the add would wait
+     * for the copy's stores (it cost 10% of a 64-byte put there). */
+    if (got > 0) q_count_message(qq->count_in, len);
     if (got <= 0 && qq->maxsize) {
         /* Give the admission back, then drop the mark: never admitted and idle-looking. */
         atomic_fetch_add_explicit(qq->admitted, Q_ADMIT_VERSION - 1, memory_order_release);

@@ -23,12 +23,13 @@ import numpy as np
 import numpy.typing as npt
 import posix_ipc
 
-from . import _core, _lifetime, _naming, _semaphore
+from . import _core, _lifetime, _naming, _semaphore, _stats
 from . import _layout as L
 from ._endpoints import HOLDER, Endpoint, EndpointTable, process_start_time, word_alive
 from ._handle import SharedHandle
 from ._lock import LIVENESS_INTERVAL_S, FutexPark, Lock, Park, SemaphorePark, identity
 from ._region import Region
+from ._stats import Statistics
 from .errors import ShmringError
 
 __all__ = ["Array"]
@@ -360,6 +361,13 @@ class Array(SharedHandle):
         """The handles attached, as the header records them."""
         self._check_open()
         return self._table.entries()
+
+    def statistics(self) -> Statistics:
+        """Writes since creation, a write under way, the handles attached and
+        locks taken from dead holders: a snapshot (see ``shmring.Statistics``)."""
+        self._check_open()
+        assert self._region is not None and self._region.mapping is not None
+        return _stats.collect(self._region.mapping, self._geo)
 
     def close(self) -> None:
         """Unmap; the last handle out (open or in flight, in any process)

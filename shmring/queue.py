@@ -269,7 +269,9 @@ class Queue(Channel):
         assert region.mapping is not None
         maxsize = L.header_info(region.mapping)["maxsize"]
         fast = geo.sync == L.SYNC_LOCKFREE
-        self._q_bind(L.QUEUE_ADMITTED_OFF, L.QUEUE_ROOM_OFF, geo.record_offset, maxsize, fast)
+        self._q_bind(
+            L.QUEUE_ADMITTED_OFF, L.QUEUE_ROOM_OFF, geo.record_offset, maxsize, fast, L.QUEUE_IN_OFF, L.QUEUE_OUT_OFF
+        )
         self._maxsize = maxsize
         self._signals = sems
         data = np.frombuffer(region.mapping, np.uint8, geo.capacity * geo.slot_size, geo.data_offset)

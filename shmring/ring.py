@@ -184,6 +184,8 @@ class Ring(Channel):
             self._sem_identity(identity())
 
     def _settle_views(self) -> None:
+        if self._geo.multi and self._views & PRODUCER:
+            self._count(L.HOLES_OFF)  # the open reserve()'s slot becomes a hole
         super()._settle_views()
         for role in self._sem_held:
             self._side_unlock(role)  # the semaphore flavour's block held its side lock
@@ -558,6 +560,8 @@ class _Reservation:
                     ring._write_publish()
                 else:
                     ring._write_abort()  # a multi-producer ring's claimed slot becomes a hole
+                    if ring._geo.multi:
+                        ring._count(L.HOLES_OFF)
         finally:
             ring._close_view(PRODUCER)
             ring._view_done(PRODUCER, 1 if exc_type is None else 0)

@@ -128,9 +128,11 @@ class Adapter(abc.ABC):
         claim and release) right now, in another thread of this process?"""
         return False
 
-    def leftover(self, owner: Any) -> str:
+    def leftover(self, owner: Any, kills: int) -> str:
         """What an instance drained to its final EOF, every actor gone, still
-        counts as in it (a Queue's qsize and admissions), in words; "" if nothing."""
+        counts as in it (a Queue's qsize and admissions), or statistics that
+        do not add up, in words; "" if nothing.  ``kills``: actors of the
+        lane SIGKILLed, each of which may leave a count one short."""
         return ""
 
     @abc.abstractmethod
@@ -245,6 +247,7 @@ class RingAdapter(_ShmringAdapter):
             "spurious_eof",
             "spurious_epipe",
             "actor_error",
+            "miscounted",
         }
     )
 
@@ -254,6 +257,18 @@ class RingAdapter(_ShmringAdapter):
         return shmring.Ring(
             name, capacity=plan.capacity, shape=plan.shape, dtype=plan.dtype, sync=sync, backend=backend
         )
+
+    def leftover(self, owner: Any, kills: int) -> str:
+        """Drained: statistics() must say nothing is in it, and as many
+        messages came out as went in, give or take one per SIGKILLed actor
+        (a count is bumped just after the operation it counts)."""
+        s = owner.statistics()
+        wrong = []
+        if s.fill:
+            wrong.append(f"fill {s.fill}")
+        if abs(s.messages_in - s.messages_out) > kills:
+            wrong.append(f"{s.messages_in} messages in but {s.messages_out} out ({kills} actors killed)")
+        return f"drained, every producer and consumer gone, statistics() says {', '.join(wrong)}" if wrong else ""
 
     def open(self, owner: Any, name: str | None, backend: str) -> Any:
         import shmring
@@ -682,7 +697,10 @@ class QueueAdapter(MpmcAdapter):
     def copying(self, handle: Any) -> bool:
         return bool(handle._busy)  # a record of 64 KiB or more is copied without the GIL
 
-    def leftover(self, owner: Any) -> str:
+    def leftover(self, owner: Any, kills: int) -> str:
+        counted = super().leftover(owner, kills)
+        if counted:
+            return counted
         messages, _ = owner._q_count()
         owner._heal_admissions(force=True)  # what a refused producer (or full()) does: dead producers' admissions
         counts = {"messages": messages, "admitted": owner._q_count()[1]}

@@ -511,7 +511,8 @@ class Supervisor:
             if lane.aborted:  # a lane cut short: ordering and duplicates still count, its losses do not
                 verdict.violations = [v for v in verdict.violations if v.outcome != "lost"]
             elif record.complete and lane.owner is not None:
-                left = self.adapter.leftover(lane.owner)  # drained, everyone gone: nothing may be counted in it
+                kills = sum(not a.exited_cleanly for a in lane.actors)
+                left = self.adapter.leftover(lane.owner, kills)  # drained, everyone gone: nothing may be counted in it
                 if left:
                     verdict.violations.append(Violation("miscounted", where, left))
             self.violations += verdict.violations

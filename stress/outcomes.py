@@ -31,7 +31,8 @@ FORBIDDEN: dict[str, str] = {
     "miscounted": (
         "an Array counter's total is not what its actors logged (give or take the updates SIGKILLed actors "
         "had in flight), or a counter went down; a Queue drained and left by all still counts messages "
-        "(qsize) or admissions (maxsize)"
+        "(qsize) or admissions (maxsize); a drained Ring's or Queue's statistics() show a fill, or messages in "
+        "and out that differ by more than the actors SIGKILLed"
     ),
     "lock_broken": (
         "two holders inside an Array's lock()/write() at once: a lost update of the counter incremented "

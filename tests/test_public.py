@@ -9,7 +9,18 @@ import shmring
 
 def test_public_names_are_exactly_these() -> None:
     assert sorted(shmring.__all__) == sorted(
-        ["Array", "ClosedError", "Endpoint", "LayoutError", "Queue", "Ring", "RoleError", "ShmringError", "__version__"]
+        [
+            "Array",
+            "ClosedError",
+            "Endpoint",
+            "LayoutError",
+            "Queue",
+            "Ring",
+            "RoleError",
+            "ShmringError",
+            "Statistics",
+            "__version__",
+        ]
     )
     for name in shmring.__all__:
         assert hasattr(shmring, name)

@@ -405,6 +405,9 @@ CAUGHT_AS = {
     # Queue consumers free a record's slots before copying it out: producers overwrite it under the
     # copy (a torn frame or pickle), or the record is lost with the error it raises.
     "free_before_copy": {"corrupted", "lost", "duplicated", "reordered", "phantom"},
+    # Queue consumers take messages without counting them: a drained queue's statistics say
+    # more messages went in than came out.
+    "uncounted_take": {"miscounted"},
     # The harness's own, in its Array adapter.  Writers fill .array without write(): readers copy
     # half-written data, writers find another live writer's half-written data, and a writer killed
     # part-way is never reported to the next (no lock, no holder_died).
@@ -420,6 +423,7 @@ MATRIX_OF = {
     "skip_abandoned_check": ["--structure", "mpmc"],
     "unlock_early": ["--structure", "mpmc", "--sync", "semaphore"],
     "free_before_copy": ["--structure", "queue"],
+    "uncounted_take": ["--structure", "queue"],
     "array_no_lock": ["--structure", "array"],
     "array_plain_add": ["--structure", "array"],
     "array_skip_lock": ["--structure", "array"],

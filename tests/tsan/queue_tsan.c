@@ -37,6 +37,7 @@
 static mpmc_t m;
 static queue_t q;
 static a64 head, tail, seqs[CAPACITY], records[CAPACITY], claims[ACTORS][2], admitted, room;
+static a64 count_in[2], count_out[2]; /* the statistics words: messages, bytes */
 static a32 consumer_waiters, producer_waiters;
 static _Alignas(64) char data[CAPACITY * SLOT];
 static _Atomic int alive[ACTORS];
@@ -186,7 +187,7 @@ main(void)
     read_test_environment();
     m = (mpmc_t){&head, &tail, &consumer_waiters, &producer_waiters, seqs, data, CAPACITY, SLOT,
                  MPMC_ABANDONED | MPMC_BODY, Q_INDEX_LIMIT};
-    q = (queue_t){&m, records, &admitted, &room, MAXSIZE};
+    q = (queue_t){&m, records, &admitted, &room, MAXSIZE, count_in, count_out};
     mpmc_init(&m);
     pthread_t t[ACTORS];
     for (int a = 0; a < ACTORS; a++) {
@@ -203,6 +204,10 @@ main(void)
             if (atomic_load(&received[p][s]) != 1) fail("lost or duplicated", (uint64_t)p, (uint64_t)s);
         }
     }
+    /* Every record received was counted in and out (the dying actors' own may be counted too). */
+    uint64_t n = (uint64_t)PRODUCERS * ITEMS;
+    if (atomic_load(&count_in[0]) < n || atomic_load(&count_out[0]) < n || atomic_load(&count_out[1]) < 8 * n)
+        fail("statistics short", atomic_load(&count_in[0]), atomic_load(&count_out[0]));
     printf("queue: %d producers x %d consumers, %d records of 8..%d bytes each through %d slots, a producer and "
            "a consumer died holding records: every record exactly once, whole, in order per producer\n",
            PRODUCERS, CONSUMERS, ITEMS, MAX_LEN, CAPACITY);
