@@ -22,6 +22,9 @@ besides what the transport under test starts.  The sections of the report:
 
 The report ends with the CPU that other processes took during each section:
 on a small machine, more than a few percent shows in the numbers.
+``--json`` writes every figure with the machine it ran on (``machine``, see
+machine.py); ``--plot`` draws the throughput section (plot.py, matplotlib:
+the optional extra ``shmring[plot]``), also from a saved ``--from-json``.
 
 Every message carries its sequence number (and, with many producers, its
 producer), which every consumer checks on every message, so a lost,
@@ -31,8 +34,10 @@ returns 1).  See docs/bench.md.
 The modules, from the command line down:
 
 ========================  ==================================================================
-``cli.py``                flags -> ``Settings``; ``main``; ``--json``
+``cli.py``                flags -> ``Settings``; ``main``; ``--json``, ``--plot``, ``--from-json``
 ``runner.py``             ``run``: header, every section in order, footer
+``machine.py``            what a run ran on: CPU, cores, memory, versions, date, command, load
+``plot.py``               ``--plot``: messages/s and GB/s against size (imports matplotlib)
 ``sections.py``           each section: what it measures, the table it prints
 ``report.py``             header, footer, number formats, ``Table``
 ``measurements.py``       how a cell is timed and checked, in forked children
@@ -41,7 +46,7 @@ The modules, from the command line down:
 ``pings.py``              two-way links of the ping-pong section
 ``children.py``           forking children, collecting their values, failing loudly
 ``messages.py``           message buffers, sequence stamps and their checks, raw pipe I/O
-``results.py``            the records a run produces, ``Report`` (the JSON), ``BenchError``
+``results.py``            the records a run produces, ``Report`` (the JSON, read back checked), ``BenchError``
 ``config.py``             sizes, geometry, timings; ``Settings``, ``DEFAULT``, ``QUICK``
 ========================  ==================================================================
 """

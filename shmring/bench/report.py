@@ -1,6 +1,6 @@
 """The text report: its frame and the tools every section prints with.
 
-The frame is the header (versions, machine, what the peers are) and the
+The frame is the header (the machine and versions, what the peers are) and the
 footer (the CPU that other processes took during each section: on a small
 machine, more than a few percent shows in the numbers).  The tools are the
 number formats and ``Table``, which lines up a section's column titles and
@@ -11,15 +11,8 @@ rows.  What each section's table holds is declared with the section
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
 from collections.abc import Mapping, Sequence
-from typing import TextIO
-
-import numpy as np
-
-from .. import __version__
-from .config import START_METHOD
+from typing import Any, TextIO
 
 # -- numbers -------------------------------------------------------------------------------
 
@@ -87,13 +80,27 @@ class Table:
 # -- frame ---------------------------------------------------------------------------------
 
 
-def print_header(peers: Sequence[tuple[str, str]], out: TextIO) -> None:
-    """What ran where, and one line per peer: (label, what it is and does)."""
+def fmt_machine(machine: Mapping[str, Any]) -> str:
+    """The CPU, cores and memory of ``Report.machine``: ``AMD EPYC, 2 CPUs
+    (2 usable), 23.5 GiB``; what is unknown is left out."""
+    parts = [machine.get("cpu_model") or "unknown CPU", f"{machine.get('logical_cpus') or '?'} CPUs"]
+    usable = machine.get("usable_cpus")
+    if usable is not None and usable != machine.get("logical_cpus"):
+        parts[-1] += f" ({usable} usable)"
+    if machine.get("memory_bytes"):
+        parts.append(f"{machine['memory_bytes'] / 2**30:.1f} GiB")
+    return ", ".join(parts)
+
+
+def print_header(machine: Mapping[str, Any], peers: Sequence[tuple[str, str]], out: TextIO) -> None:
+    """What ran where (``machine``: see machine.py), and one line per peer:
+    (label, what it is and does)."""
     lines = [
-        f"shmring bench {__version__}: 1 producer process -> 1 consumer process, "
+        f"shmring bench {machine['shmring']}: 1 producer process -> 1 consumer process, "
         'but P producers -> C consumers in "Many producers and consumers"',
-        f"Python {platform.python_version()}, numpy {np.__version__}, {platform.system()} {platform.release()} "
-        f'{platform.machine()}, {os.cpu_count()} CPUs, start method "{START_METHOD}".  GB/s = 10^9 bytes/s.',
+        f"{fmt_machine(machine)}; {machine['os']} {machine['kernel']} {machine['arch']}; {machine['date']}",
+        f"{machine['python_implementation']} {machine['python']}, numpy {machine['numpy']}, "
+        f'start method "{machine["settings"]["start_method"]}".  GB/s = 10^9 bytes/s.',
         "Items are uint8 arrays of shape (size,); each carries its sequence number (and producer) in its first and",
         "last 8 bytes, checked by the consumer on every message.",
     ]

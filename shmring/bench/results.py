@@ -1,21 +1,23 @@
 """What a run produces: one record per row of the report, gathered in a
-``Report`` (which ``--json`` writes as is), or a ``BenchError``.
+``Report`` (which ``--json`` writes, and ``--from-json`` reads back), or a
+``BenchError``.
 
 A new kind of row is a new record here and a new ``Report`` field; the JSON
-follows from ``dataclasses.asdict``.
+follows from ``dataclasses.asdict``, and reading it back from the fields'
+type hints (``Report.from_json`` checks every value against them).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
+import json
+import types
+import typing
 from typing import Any
 
-import numpy as np
-
-from .. import __version__
-from .config import START_METHOD, Settings
+# The version of the JSON's layout: bumped when a field changes meaning or
+# goes away (adding a field does not bump it; readers ignore unknown fields).
+SCHEMA = 1
 
 
 class BenchError(RuntimeError):
@@ -126,9 +128,9 @@ class IdleCpu:
 
 @dataclasses.dataclass
 class Report:
-    """Everything one run measured; ``--json`` writes it as is."""
+    """Everything one run measured, and on what (``machine``: see machine.py)."""
 
-    meta: dict[str, Any]
+    machine: dict[str, Any]
     copy_floor: list[CopyFloor] = dataclasses.field(default_factory=list)
     throughput: list[Throughput] = dataclasses.field(default_factory=list)
     many_to_many: list[ManyToMany] = dataclasses.field(default_factory=list)
@@ -137,21 +139,74 @@ class Report:
     array: list[ArrayOp] = dataclasses.field(default_factory=list)
     idle: IdleCpu | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        """What ``--json`` writes: ``schema``, then every field as is."""
+        return {"schema": SCHEMA, **dataclasses.asdict(self)}
 
-def meta(settings: Settings) -> dict[str, Any]:
-    """``Report.meta``: versions, platform and settings of this run."""
-    return {
-        "shmring": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "start_method": START_METHOD,
-        "cell_seconds": settings.cell_seconds,
-        "sizes": list(settings.sizes),
-        "many_topologies": [list(t) for t in settings.many_topologies],
-        "many_sizes": list(settings.many_sizes),
-        "queue_topologies": [list(t) for t in settings.queue_topologies],
-        "queue_payloads": list(settings.queue_payloads),
-        "round_trips": settings.round_trips,
-    }
+    @classmethod
+    def from_json(cls, data: object) -> Report:
+        """The report a ``--json`` file holds (``json.load``ed), every value
+        checked against the records' type hints: ValueError, one line naming
+        the first bad field, if it is not a schema-1 report."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {_kind(data)}")
+        if "schema" not in data:
+            raise ValueError('no "schema" field')
+        if data["schema"] != SCHEMA:
+            raise ValueError(f"schema {data['schema']!r}; this shmring reads schema {SCHEMA}")
+        return typing.cast(Report, _parse(data, cls, ""))
+
+
+def read_json(path: str) -> Report:
+    """The report in the ``--json`` file ``path``; OSError if it cannot be
+    read, ValueError (one line) if it is not JSON or not a report."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    return Report.from_json(data)
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else f"{type(value).__name__} {value!r:.40}"
+
+
+def _parse(value: object, hint: Any, where: str) -> Any:
+    """``value`` (from JSON) as ``hint`` says: a record from its fields, a
+    list of them, a number, ...; ValueError naming ``where`` otherwise."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _parse(value, inner, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected a list, got {_kind(value)}")
+        return [_parse(item, args[0], f"{where}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object, got {_kind(value)}")
+        return value
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object, got {_kind(value)}")
+        hints = typing.get_type_hints(hint)
+        fields = {}
+        for field in dataclasses.fields(hint):
+            path = f"{where}.{field.name}" if where else field.name
+            if field.name not in value:
+                raise ValueError(f'{where or "the report"}: no "{field.name}" field')
+            fields[field.name] = _parse(value[field.name], hints[field.name], path)
+        return hint(**fields)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    if hint in (float, int, str, bool):
+        raise ValueError(f"{where}: expected {'a number' if hint is float else hint.__name__}, got {_kind(value)}")
+    raise TypeError(f"{where}: no JSON reader for {hint!r}")  # a new kind of field: teach _parse
