@@ -16,6 +16,7 @@ takes it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import errno
@@ -25,14 +26,16 @@ import os
 import stat
 import struct
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import posix_ipc
 
 from . import _layout as L
-from . import _naming, _semaphore
+from . import _naming, _semaphore, _stats
 from ._endpoints import ROLE_NAMES, STATE_NAMES, Endpoint, EndpointTable, is_alive, unpack_word, word_alive
 from ._region import Region, check_name
+from ._stats import Statistics
 from .errors import LayoutError, ShmringError
 
 SHM_DIR = "/dev/shm"
@@ -282,14 +285,25 @@ def census(entries: list[Endpoint]) -> dict[str, int]:
     }
 
 
-def statistics_of(p: Probe, fill: int | None) -> Any:
-    """The region's live counters (messages and bytes in and out, abandoned
-    slots, dead endpoints reaped, ...), or None.
-
-    The place for the core's ``statistics()`` (issue 11): until it is wired
-    here (a dataclass or a mapping), ``describe`` leaves the "statistics"
-    entry out; ``shmring ls/stat`` print whatever it holds when present."""
-    return None
+def statistics_of(p: Probe) -> Statistics | None:
+    """The region's live counters (:class:`shmring.Statistics`: messages and
+    bytes in and out, holes, abandoned slots, dead endpoints reaped, locks
+    taken over, waiters), read from a mapping of the whole region as the
+    handles' ``statistics()`` reads them, or None when the region cannot be
+    mapped writable (the core binds only writable buffers) or the name now
+    names another file."""
+    geo = p.geo
+    assert geo is not None
+    with _mapped(p) as mapping:
+        if mapping is None:
+            return None
+        fill = _count_records(mapping, geo) if geo.kind == L.KIND_QUEUE else 0
+        if fill is None:
+            return None
+        try:
+            return _stats.collect(mapping, geo, fill)
+        except (LayoutError, ValueError):
+            return None  # rewritten under us into something the core refuses
 
 
 def plain_statistics(stats: Any) -> dict[str, Any]:
@@ -347,19 +361,22 @@ def describe(p: Probe, detail: bool = True) -> dict[str, Any]:
     _header_fields(info, page, now)
     queue, array = geo.kind == L.KIND_QUEUE, geo.kind == L.KIND_ARRAY
     head, tail = (_u64(page, off) for off in (L.HEAD_OFF, L.TAIL_OFF))
+    stats = statistics_of(p)
+    if stats is not None:
+        info["statistics"] = plain_statistics(stats)
     if array:
         info["capacity"], info["capacity_unit"] = math.prod(geo.shape), "elements"
     elif queue:
         info["capacity"], info["capacity_unit"] = geo.capacity * geo.slot_size, "bytes"
-        info["fill"] = queue_messages(p)
+        info["fill"] = stats.fill if stats is not None else queue_messages(p)
         info["fill_ratio"] = round(min(max(head - tail, 0), geo.capacity) / geo.capacity, 4)
     else:
+        # Items, holes not included, when the statistics could be read; else
+        # the positions between the page's indices.
+        span = min(max(head - tail, 0), geo.capacity)
         info["capacity"], info["capacity_unit"] = geo.capacity, "items"
-        info["fill"] = min(max(head - tail, 0), geo.capacity)
+        info["fill"] = stats.fill if stats is not None else span
         info["fill_ratio"] = round(info["fill"] / geo.capacity, 4)
-    stats = statistics_of(p, info["fill"])
-    if stats is not None:
-        info["statistics"] = plain_statistics(stats)
     if detail:
         info["header"] = _header(p)
         info["words"] = _words(p)
@@ -575,23 +592,50 @@ def existing_semaphores(sem_id: int) -> list[str]:
 def queue_messages(p: Probe) -> int | None:
     """A Queue's messages, counted as qsize() does (a walk of its record
     words by the core, bound to a mapping; no endpoint registered).  None
-    when the region cannot be mapped writable (the core binds only
-    writable buffers) or the name now names another file."""
-    from ._core import SpscRing
+    when the region cannot be mapped (see :func:`_mapped`)."""
+    geo = p.geo
+    assert geo is not None
+    with _mapped(p) as mapping:
+        return None if mapping is None else _count_records(mapping, geo)
 
+
+@contextlib.contextmanager
+def _mapped(p: Probe) -> Iterator[mmap.mmap | None]:
+    """A shared, writable mapping of the whole region ``p`` probed (the
+    core's loads bind only writable buffers; nothing is written through it),
+    or None when it cannot be opened read-write, is shorter than its header
+    says, or its name names another file now."""
     geo = p.geo
     assert geo is not None
     try:
         fd = os.open(p.target.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
-        return None
+        yield None
+        return
     try:
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != p.ident or st.st_size < geo.total_size:
-            return None
-        mapping = mmap.mmap(fd, geo.total_size, flags=mmap.MAP_SHARED)
+            mapping = None
+        else:
+            mapping = mmap.mmap(fd, geo.total_size, flags=mmap.MAP_SHARED)
     finally:
         os.close(fd)
+    try:
+        yield mapping
+    finally:
+        if mapping is not None:
+            try:
+                mapping.close()
+            except BufferError:
+                pass  # a view the core took goes with the last reference
+
+
+def _count_records(mapping: mmap.mmap, geo: L.Geometry) -> int | None:
+    """The messages in the Queue mapped at ``mapping``: the core's walk of
+    its record words (qsize()'s), through a core object bound for this call
+    only.  None if the core refuses the header."""
+    from ._core import SpscRing
+
     core = SpscRing()
     try:
         core._bind(mapping, geo.capacity, geo.slot_size, geo.data_offset, geo.dtype, geo.shape,
@@ -603,18 +647,14 @@ def queue_messages(p: Probe) -> int | None:
             core._release()
     except (LayoutError, ValueError):
         return None
-    finally:
-        try:
-            mapping.close()
-        except BufferError:
-            pass  # the core's view goes with it
 
 
 def counters(info: dict[str, Any]) -> dict[str, int]:
     """Free-running counters of a described region, for rates: the
-    statistics' when present; until then a Ring's head and tail (items; a
-    multi ring's holes count as items), a Queue's head and tail in 64-byte
-    slots (bytes with their framing) and an Array's completed writes."""
+    statistics' when they could be read; otherwise (a region we may not map
+    read-write) a Ring's head and tail (items; a multi ring's holes count
+    as items), a Queue's head and tail in 64-byte slots (bytes with their
+    framing) and an Array's completed writes."""
     stats = info.get("statistics") or {}
     out = {k: int(stats[k]) for k in RATE_KEYS if isinstance(stats.get(k), int)}
     words = info.get("words") or {}

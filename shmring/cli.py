@@ -108,6 +108,13 @@ def _print_json(obj: Any, compact: bool = False) -> None:
 
 # -- ls -----------------------------------------------------------------------------
 LS_STAT_COLUMNS = (("messages_in", "IN"), ("messages_out", "OUT"))  # shown when the statistics hold them
+# Rare events the statistics count, as ``stat`` explains them.
+STAT_EVENTS = (
+    ("holes", "positions published without an item"),
+    ("abandoned", "slots of dead claimers repaired"),
+    ("reaped", "dead processes' endpoint entries freed"),
+    ("takeovers", "locks taken from a dead holder"),
+)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -141,7 +148,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 _fill(r),
                 _people(r),
                 _creator(r),
-                *(str(stats.get(k, "-")) for k, _ in stat_cols),
+                *(str(stats.get(k, "-")) if r["kind"] != "Array" else "-" for k, _ in stat_cols),
                 human_age(r["age_s"]),
                 human_size(r["bytes"]),
                 _ls_state(r),
@@ -256,10 +263,18 @@ def stat_lines(info: dict[str, Any], rates: dict[str, float] | None = None, watc
         lines.append("semaphores")
         rows = [[s["name"], "missing" if s["missing"] else str(s["value"])] for s in info["semaphores"]]
         lines += ["  " + ln for ln in table(["NAME", "VALUE"], rows, {1})]
-    if info.get("statistics"):
-        lines.append("statistics")
-        for key, value in info["statistics"].items():
-            row(key.replace("_", " "), value)
+    stats = info.get("statistics")
+    if stats:
+        lines.append("statistics (since creation, every handle in every process)")
+        if info["kind"] == "Array":
+            row("writes", f"{stats['writes']} write() block(s){' (one under way)' if stats['writing'] else ''}")
+        else:
+            for side in ("in", "out"):
+                count, size = stats[f"messages_{side}"], stats[f"bytes_{side}"]
+                row(f"messages {side}", f"{count}  ({size} B, {human_size(size)})")
+        for key, meaning in STAT_EVENTS:
+            if key != "holes" or info["kind"] == "Ring":
+                row(key, f"{stats[key]}  ({meaning})")
     if watching:
         lines.append("rates (per second)")
         if rates is None:

@@ -8,6 +8,7 @@ gc always runs with --match on that prefix (other runs share this /dev/shm).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -247,6 +248,50 @@ def test_stat_shows_header_words_endpoints_and_semaphores(zoo: Zoo, which: str) 
         assert "semaphores" in text and "-free" in text
     else:
         assert info["semaphores"] == []
+
+
+@pytest.mark.parametrize("which", ["ring", "queue", "array", "sem", "file"])
+def test_stat_and_ls_report_the_statistics_the_handle_reports(zoo: Zoo, which: str) -> None:
+    handle = getattr(zoo, which)
+    info = json.loads(run("stat", handle.name, "--json").stdout)
+    assert info["statistics"] == dataclasses.asdict(handle.statistics())
+    text = run("stat", handle.name).stdout.split("statistics (since creation")[1]
+    if which == "array":
+        assert "writes: 0 write() block(s)" in text and "messages in" not in text
+    else:
+        stats = handle.statistics()
+        assert f"messages in: {stats.messages_in}  ({stats.bytes_in} B" in text
+        assert f"messages out: {stats.messages_out}  ({stats.bytes_out} B" in text
+    listed = {r["name"]: r for r in json.loads(run("ls", "--json", "--dir", str(zoo.dir)).stdout)}
+    assert listed[handle.name]["statistics"] == info["statistics"]
+
+
+def test_stat_counts_holes_repairs_and_writes(prefix: str) -> None:
+    ring = shmring.Ring(f"{prefix}-holes", capacity=8, multi_producer=True, multi_consumer=True)
+    array = shmring.Array(f"{prefix}-writes", shape=(2,))
+    try:
+
+        def reserve_and_die() -> None:
+            r = shmring.Ring.attach(ring.name)
+            block = r.reserve()
+            block.__enter__()  # claims a slot, then the child is killed holding it
+            _kept.append((r, block))  # kept open: a handle collected here would close and settle the slot
+
+        with in_child(reserve_and_die) as child:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+        ring.put(5)
+        assert ring.get(timeout=10) == 5  # past the dead producer's slot, repaired into a hole
+        with array.write() as view:
+            view[:] = 1
+        stats = json.loads(run("stat", ring.name, "--json").stdout)["statistics"]
+        assert (stats["messages_in"], stats["messages_out"], stats["holes"], stats["abandoned"]) == (1, 1, 1, 1)
+        assert stats["reaped"] >= 1  # the dead producer's entry, freed by the repair
+        assert "holes: 1  (positions published without an item)" in run("stat", ring.name).stdout
+        assert json.loads(run("stat", array.name, "--json").stdout)["statistics"]["writes"] == 1
+    finally:
+        ring.close()
+        array.close()
 
 
 def test_stat_does_not_count_a_killed_sleeper_among_the_waiters(prefix: str) -> None:

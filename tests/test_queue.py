@@ -4,6 +4,7 @@ consumers SIGKILLed in the middle of a record."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import pickle
@@ -519,11 +520,19 @@ def test_ls_stat_and_gc_know_queues(name: str, capsys: pytest.CaptureFixture[str
 
     with shmring.Queue(5, name=name, capacity=4096) as q:
         q.put(b"one")
+        q.put(b"two")
+        q.get()
         assert cli.main(["ls"]) == 0
         row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(name))
-        assert row.split()[1:6] == ["Queue", "4096", "-", "bytes", "1"]
+        assert row.split()[1:5] == ["Queue", "lockfree", "MPMC", "4.0K"]
+        assert cli.main(["ls", "--json"]) == 0
+        (info,) = (r for r in json.loads(capsys.readouterr().out) if r["name"] == name)
+        assert (info["capacity"], info["fill"]) == (4096, 1)
+        assert (info["statistics"]["messages_in"], info["statistics"]["messages_out"]) == (2, 1)
+        assert (info["statistics"]["bytes_in"], info["statistics"]["bytes_out"]) == (6, 3)
         assert cli.main(["stat", name]) == 0
-        assert "maxsize: 5" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "maxsize: 5" in out and "messages in: 2  (6 B" in out and "messages out: 1  (3 B" in out
     child = FORK.Process(target=create_and_die, args=(name,))
     child.start()
     child.join(30)
