@@ -19,6 +19,7 @@ import shlex
 import struct
 import subprocess
 import sys
+import time
 from multiprocessing.context import ForkContext
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,7 +29,7 @@ import pytest
 
 import shmring
 from shmring import bench
-from shmring.bench import multi
+from shmring.bench import multi, objects
 from shmring.bench.config import QUICK, fmt_size
 from shmring.bench.measurements import check_many, measure_many
 from shmring.bench.multi import FasterFifoMulti, MpQueueMulti, MultiTransport, Topology, tag
@@ -497,3 +498,28 @@ def test_many_section_runs_without_faster_fifo(monkeypatch: pytest.MonkeyPatch) 
     report = Report(machine={})
     ManySection().run(_ctx(), QUICK, report, io.StringIO())
     assert [r.transport for r in report.many_to_many] == ["ring lock-free", "ring semaphore", "mp.Queue"]
+
+
+class GreedyBatches(objects.QueueBatches):
+    """Consumers that start late, one after the other, and take the whole
+    queue in one get_many: the first takes every producer's stops."""
+
+    def __init__(self, ctx: ForkContext, nbytes: int) -> None:
+        super().__init__(ctx, nbytes)
+        self.arrived = ctx.Value("i", 0)
+        self.waited = False
+
+    def receive(self) -> list[Any]:
+        if not self.waited:
+            self.waited = True
+            with self.arrived.get_lock():
+                order = self.arrived.value
+                self.arrived.value += 1
+            time.sleep(0.5 + 0.3 * order)  # the producers have long sent everything, stops included
+        got: list[Any] = self.queue.get_many(1 << 30)
+        return got
+
+
+def test_batch_consumers_pass_on_the_stops_a_batch_took_for_the_others() -> None:
+    cell = objects.measure_objects(multiprocessing.get_context("fork"), GreedyBatches, "small dict", 2, 2, 0.01)
+    assert cell.messages > 0 and cell.producers == cell.consumers == 2

@@ -202,15 +202,26 @@ def measure_objects(
         return sent
 
     def consume() -> tuple[int, float]:
+        # Each producer ends with one stop (None) per consumer, and each
+        # consumer takes one stop per producer.  A batch may hold more stops
+        # than its consumer needs: the surplus goes back for the others.
+        # A shmring queue may also say EOF first: every producer gone and
+        # the queue drained while the surplus was on its way back.
         got = ends = 0
         while ends < producers:
-            for item in transport.receive():
+            try:
+                batch = transport.receive()
+            except EOFError:
+                break
+            for item in batch:
                 if item is None:
                     ends += 1
                 elif type(item) is not expected:
                     raise BenchError(f"{kind.label}: got a {type(item).__name__}, sent a {type(obj).__name__}")
                 else:
                     got += 1
+        if ends > producers:
+            transport.send([None] * (ends - producers))
         return got, time.perf_counter()
 
     def go() -> None:
