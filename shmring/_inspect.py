@@ -368,7 +368,7 @@ def describe(p: Probe, detail: bool = True) -> dict[str, Any]:
         info["capacity"], info["capacity_unit"] = math.prod(geo.shape), "elements"
     elif queue:
         info["capacity"], info["capacity_unit"] = geo.capacity * geo.slot_size, "bytes"
-        info["fill"] = stats.fill if stats is not None else queue_messages(p)
+        info["fill"] = stats.fill if stats is not None else None  # counted by statistics_of's walk only
         info["fill_ratio"] = round(min(max(head - tail, 0), geo.capacity) / geo.capacity, 4)
     else:
         # Items, holes not included, when the statistics could be read; else
@@ -589,16 +589,6 @@ def existing_semaphores(sem_id: int) -> list[str]:
     return [n for n in names if os.path.exists(os.path.join(SHM_DIR, "sem." + n[1:]))]
 
 
-def queue_messages(p: Probe) -> int | None:
-    """A Queue's messages, counted as qsize() does (a walk of its record
-    words by the core, bound to a mapping; no endpoint registered).  None
-    when the region cannot be mapped (see :func:`_mapped`)."""
-    geo = p.geo
-    assert geo is not None
-    with _mapped(p) as mapping:
-        return None if mapping is None else _count_records(mapping, geo)
-
-
 @contextlib.contextmanager
 def _mapped(p: Probe) -> Iterator[mmap.mmap | None]:
     """A shared, writable mapping of the whole region ``p`` probed (the
@@ -614,10 +604,11 @@ def _mapped(p: Probe) -> Iterator[mmap.mmap | None]:
         return
     try:
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != p.ident or st.st_size < geo.total_size:
-            mapping = None
-        else:
+        mapping = None
+        if (st.st_dev, st.st_ino) == p.ident and st.st_size >= geo.total_size:
             mapping = mmap.mmap(fd, geo.total_size, flags=mmap.MAP_SHARED)
+    except OSError:
+        mapping = None  # out of address space or memory: no statistics, the rest still shows
     finally:
         os.close(fd)
     try:
