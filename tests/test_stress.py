@@ -814,32 +814,42 @@ class _FakeArray(adapters.ArrayAdapter):
 def test_array_lanes_name_a_faked_misbehaviour(
     monkeypatch: pytest.MonkeyPatch, fault: str, kill_rate: float, outcome: str
 ) -> None:
-    monkeypatch.setitem(adapters.ADAPTERS, "fake", _FakeArray(fault))
+    # A kill-driven fault is caught only when a kill lands inside a held block, which
+    # the scheduler decides (on a loaded machine, a cell's kills may all find readers
+    # or miss): up to three cells, until one names it; none may name anything else.
     monkeypatch.setattr(cell, "AIM_SHARE", 1.0)
-    tag = _tag()
-    cfg = CellConfig(
-        structure="fake",
-        sync="semaphore" if fault == "leaks" else "lockfree",
-        backend="shm",
-        seed=6,
-        duration=3.0,
-        lane_time="1:2",
-        producers="2:3",
-        consumers="1:2",
-        sizes="small",
-        kill_rate=kill_rate,
-        deadlock_after=2.0,
-        tag=tag,
-    )
-    result = cell.Supervisor(cfg, lambda record: None).run()
-    names = {v["outcome"] for v in result["violations"]}
-    assert names == {outcome}, result["violations"]
+    seen: list[set[str]] = []
+    for seed in (6, 7, 8):
+        monkeypatch.setitem(adapters.ADAPTERS, "fake", _FakeArray(fault))
+        tag = _tag()
+        cfg = CellConfig(
+            structure="fake",
+            sync="semaphore" if fault == "leaks" else "lockfree",
+            backend="shm",
+            seed=seed,
+            duration=3.0,
+            lane_time="1:2",
+            producers="2:3",
+            consumers="1:2",
+            sizes="small",
+            kill_rate=kill_rate,
+            deadlock_after=2.0,
+            tag=tag,
+        )
+        result = cell.Supervisor(cfg, lambda record: None).run()
+        names = {v["outcome"] for v in result["violations"]}
+        assert names <= {outcome}, result["violations"]
+        assert not [e for e in os.listdir("/dev/shm") if f"stress-{tag}-" in e]
+        seen.append(names)
+        if names:
+            break
+    else:
+        pytest.fail(f"no cell of three named {outcome}: {seen}, aimed kills {result['aimed_kills']}")
     if outcome == "deadlock":
         assert "lock holder word" in result["violations"][0]["detail"], result["violations"]
     if outcome == "leaked":
         leaked = " ".join(v["detail"] for v in result["violations"])
         assert f"/dev/shm/shmring-stress-{tag}-" in leaked and "-lock still exists" in leaked, leaked
-    assert not [e for e in os.listdir("/dev/shm") if f"stress-{tag}-" in e]
 
 
 def _aimed_cells(monkeypatch: pytest.MonkeyPatch, windows: tuple[str, ...], **knobs: Any) -> None:
