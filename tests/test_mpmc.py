@@ -23,7 +23,7 @@ import pytest
 import shmring
 from shmring import _core
 from shmring import _layout as L
-from shmring._endpoints import PRODUCER
+from shmring._endpoints import CONSUMER, PRODUCER
 
 FORK = mp.get_context("fork")
 TOPOLOGIES = [(True, False), (False, True), (True, True)]
@@ -218,10 +218,15 @@ def consume(ring: shmring.Ring, out: str, batch: int) -> None:
     ring.close()
 
 
-def start_producers_first(ring: shmring.Ring, procs: list[Any], producers: int) -> None:
+def start_producers_first(ring: shmring.Ring, procs: list[Any], producers: int, all_consumers: bool = False) -> None:
     """Start the producers, wait until all have registered (with no consumer
     yet, none can finish), then the consumers: otherwise a consumer could
-    see every producer gone (EOF) before the last one arrived."""
+    see every producer gone (EOF) before the last one arrived.
+
+    ``all_consumers``: wait for every consumer to register too, before a test
+    kills one (a fork child registers at its first get: if the killed one was
+    the only consumer yet, the producers rightly see EPIPE, as a pipe's writer
+    does when its only reader dies)."""
     for proc in procs[:producers]:
         proc.start()
     deadline = time.monotonic() + 60
@@ -229,6 +234,9 @@ def start_producers_first(ring: shmring.Ring, procs: list[Any], producers: int) 
         time.sleep(0.005)
     for proc in procs[producers:]:
         proc.start()
+    consumers = len(procs) - producers
+    while all_consumers and ring._table.live(CONSUMER) < consumers and time.monotonic() < deadline:
+        time.sleep(0.001)
     ring.close()
 
 
@@ -297,9 +305,11 @@ def test_4x4_with_a_producer_and_a_consumer_killed(sync: str, backend: str, name
         backend=backend,
     )  # fmt: skip
     files = [tmp_path / f"c{c}.bin" for c in range(4)]
-    procs = [FORK.Process(target=produce, args=(ring, p, n, 1 if p == 0 else p)) for p in range(4)]
+    # Producer 0 puts until it is killed, so no consumer can see EOF before the kills, however
+    # late the scheduler starts one (and every consumer has registered before them).
+    procs = [FORK.Process(target=produce, args=(ring, p, n if p else 2**62, 1 if p == 0 else p)) for p in range(4)]
     procs += [FORK.Process(target=consume_logging, args=(ring, str(files[c]), 3)) for c in range(4)]
-    start_producers_first(ring, procs, 4)
+    start_producers_first(ring, procs, 4, all_consumers=True)
     deadline = time.monotonic() + 30
     while not (files[0].exists() and files[0].stat().st_size) and time.monotonic() < deadline:
         time.sleep(0.001)  # kill mid-stream: once consumer 0 has taken something
