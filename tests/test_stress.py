@@ -522,6 +522,35 @@ def test_a_clean_custom_run_prints_the_summary_and_exits_zero() -> None:
 
 
 # -- structures faked to misbehave: every watchdog and rule fires ---------------------------------
+def _named_in_one_cell(
+    monkeypatch: pytest.MonkeyPatch,
+    fake: Any,
+    outcome: str,
+    allowed: set[str] | None,
+    seeds: tuple[int, ...],
+    **knobs: Any,
+) -> tuple[dict[str, Any], str]:
+    """A cell per seed of the faked structure (``fake()`` makes a new one
+    each), until one names ``outcome``; its result and tag.  A fake is caught
+    only when the cell gives it the chance (enough calls in an actor's life, a
+    kill inside a held block), which the scheduler decides: on a loaded
+    machine one cell may not.  Every cell's outcomes must be within
+    ``allowed`` (if given), and no cell may leave anything in /dev/shm."""
+    seen: list[list[str]] = []
+    for seed in seeds:
+        monkeypatch.setitem(adapters.ADAPTERS, "fake", fake())
+        tag = _tag()
+        cfg = CellConfig(structure="fake", backend="shm", seed=seed, tag=tag, **knobs)
+        result = cell.Supervisor(cfg, lambda record: None).run()
+        names = {v["outcome"] for v in result["violations"]}
+        assert allowed is None or names <= allowed, result["violations"]
+        assert not [e for e in os.listdir("/dev/shm") if f"stress-{tag}-" in e]
+        if outcome in names:
+            return result, tag
+        seen.append(sorted(names))
+    pytest.fail(f"no cell of {len(seeds)} named {outcome}: {seen}")
+
+
 class _FakeRing(adapters.RingAdapter):
     """The real ring, with one misbehaviour switched on by ``fault``."""
 
@@ -537,7 +566,7 @@ class _FakeRing(adapters.RingAdapter):
                     return super().receive(handle, Call("copy_nowait", 1, None), visit)
                 except queue.Empty:
                     pass
-        if self.fault == "lies_eof" and self.calls % 500 == 0:
+        if self.fault == "lies_eof" and self.calls % 200 == 0:
             raise EOFError("fake")
         if self.fault == "drops" and self.calls % 300 == 0:
             return super().receive(handle, call, lambda rows: None)
@@ -569,7 +598,6 @@ class _FakeRing(adapters.RingAdapter):
     ],
 )
 def test_the_harness_names_a_faked_misbehaviour(monkeypatch: pytest.MonkeyPatch, fault: str, outcome: str) -> None:
-    monkeypatch.setitem(adapters.ADAPTERS, "fake", _FakeRing(fault))
     real = cell.temperament
 
     def restless(rng: Any, cfg: CellConfig) -> Temperament:
@@ -577,9 +605,12 @@ def test_the_harness_names_a_faked_misbehaviour(monkeypatch: pytest.MonkeyPatch,
         return dataclasses.replace(t, stall_rate=4.0, nonblocking=0.0, zero_copy=0.0, many=0.3)
 
     monkeypatch.setattr(cell, "temperament", restless)
-    cfg = CellConfig(
-        structure="fake",
-        backend="shm",
+    _named_in_one_cell(
+        monkeypatch,
+        lambda: _FakeRing(fault),
+        outcome,
+        None,
+        (0, 1, 2),
         duration=2.5,
         lane_time="1:2",
         producers=1,
@@ -587,11 +618,7 @@ def test_the_harness_names_a_faked_misbehaviour(monkeypatch: pytest.MonkeyPatch,
         sizes="small",
         capacity="4:16",
         zero_copy=0.0,
-        tag=_tag(),
     )
-    result = cell.Supervisor(cfg, lambda record: None).run()
-    names = {v["outcome"] for v in result["violations"]}
-    assert outcome in names, result["violations"]
 
 
 class _FakeMpmc(_FakeRing, adapters.MpmcAdapter):
@@ -622,12 +649,12 @@ class _FakeMpmc(_FakeRing, adapters.MpmcAdapter):
 def test_mpmc_lanes_name_a_faked_misbehaviour(
     monkeypatch: pytest.MonkeyPatch, fault: str, kill_rate: float, outcome: str
 ) -> None:
-    monkeypatch.setitem(adapters.ADAPTERS, "fake", _FakeMpmc(fault))
-    tag = _tag()
-    cfg = CellConfig(
-        structure="fake",
-        backend="shm",
-        seed=5,
+    _named_in_one_cell(
+        monkeypatch,
+        lambda: _FakeMpmc(fault),
+        outcome,
+        {outcome},
+        (5, 6, 7),
         duration=2.5,
         lane_time="0.8:1.5",
         producers="2:3",
@@ -636,12 +663,7 @@ def test_mpmc_lanes_name_a_faked_misbehaviour(
         capacity="4:16",
         zero_copy=0.5,
         kill_rate=kill_rate,
-        tag=tag,
     )
-    result = cell.Supervisor(cfg, lambda record: None).run()
-    names = {v["outcome"] for v in result["violations"]}
-    assert names == {outcome}, result["violations"]
-    assert not [e for e in os.listdir("/dev/shm") if f"stress-{tag}-" in e]
 
 
 # -- travel lanes: handles pickled from a creator that leaves at once -----------------------------
@@ -814,37 +836,22 @@ class _FakeArray(adapters.ArrayAdapter):
 def test_array_lanes_name_a_faked_misbehaviour(
     monkeypatch: pytest.MonkeyPatch, fault: str, kill_rate: float, outcome: str
 ) -> None:
-    # A kill-driven fault is caught only when a kill lands inside a held block, which
-    # the scheduler decides (on a loaded machine, a cell's kills may all find readers
-    # or miss): up to three cells, until one names it; none may name anything else.
     monkeypatch.setattr(cell, "AIM_SHARE", 1.0)
-    seen: list[set[str]] = []
-    for seed in (6, 7, 8):
-        monkeypatch.setitem(adapters.ADAPTERS, "fake", _FakeArray(fault))
-        tag = _tag()
-        cfg = CellConfig(
-            structure="fake",
-            sync="semaphore" if fault == "leaks" else "lockfree",
-            backend="shm",
-            seed=seed,
-            duration=3.0,
-            lane_time="1:2",
-            producers="2:3",
-            consumers="1:2",
-            sizes="small",
-            kill_rate=kill_rate,
-            deadlock_after=2.0,
-            tag=tag,
-        )
-        result = cell.Supervisor(cfg, lambda record: None).run()
-        names = {v["outcome"] for v in result["violations"]}
-        assert names <= {outcome}, result["violations"]
-        assert not [e for e in os.listdir("/dev/shm") if f"stress-{tag}-" in e]
-        seen.append(names)
-        if names:
-            break
-    else:
-        pytest.fail(f"no cell of three named {outcome}: {seen}, aimed kills {result['aimed_kills']}")
+    result, tag = _named_in_one_cell(
+        monkeypatch,
+        lambda: _FakeArray(fault),
+        outcome,
+        {outcome},
+        (6, 7, 8),
+        sync="semaphore" if fault == "leaks" else "lockfree",
+        duration=3.0,
+        lane_time="1:2",
+        producers="2:3",
+        consumers="1:2",
+        sizes="small",
+        kill_rate=kill_rate,
+        deadlock_after=2.0,
+    )
     if outcome == "deadlock":
         assert "lock holder word" in result["violations"][0]["detail"], result["violations"]
     if outcome == "leaked":
